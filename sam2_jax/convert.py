@@ -1,0 +1,46 @@
+r"""Converts an official SAM 2 PyTorch checkpoint to a sam2_jax (Orbax) model checkpoint.
+
+  python -m sam2_jax.convert --checkpoint=sam2.1_hiera_tiny.pt --config=sam2.1_hiera_t --output=DIR
+
+`--config` may be left out: the checkpoint's keys and shapes decide it. The conversion is strict:
+every missing, unexpected or mis-shaped key is reported in one error and nothing is written.
+"""
+
+import sys
+
+from absl import app
+from absl import flags
+
+from sam2_jax import build_sam
+from sam2_jax.checkpoint import orbax as orbax_ckpt
+from sam2_jax.checkpoint import torch as torch_ckpt
+
+_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Official .pt checkpoint (or a training checkpoint).")
+_CONFIG = flags.DEFINE_string("config", None, "Official config name, e.g. sam2.1_hiera_t (default: inferred).")
+_OUTPUT = flags.DEFINE_string("output", None, "Directory to write; must not exist.")
+
+
+def convert(checkpoint: str, output: str, config_name: str | None = None) -> str:
+  """Converts `checkpoint` into an Orbax model checkpoint at `output`; returns the config name."""
+  state_dict = torch_ckpt.read_torch_checkpoint(checkpoint)
+  config = build_sam.get_model_config(config_name or build_sam.infer_config_name(state_dict))
+  params = build_sam.params_from_state_dict(state_dict, config)
+  orbax_ckpt.save_model(output, params, {"config_name": config.name, "source": str(checkpoint)})
+  return config.name
+
+
+def main(argv):
+  del argv
+  for flag in (_CHECKPOINT, _OUTPUT):
+    if not flag.value:
+      raise app.UsageError(f"--{flag.name} is required.")
+  try:
+    name = convert(_CHECKPOINT.value, _OUTPUT.value, _CONFIG.value)
+  except ValueError as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
+  print(f"Wrote {name} params to {_OUTPUT.value}")
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,202 @@
+"""The SAM 2 model (the official `SAM2Base`): image features, SAM heads, object pointers, memory encoding.
+
+All methods are pure functions of the params; the video-specific memory bank and track step live
+in `memory_bank.py` and `track.py`. Tensors are channels-last: images (B, H, W, 3), features
+(B, h, w, C); masks are (B, M, H, W) with M the mask index.
+"""
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from sam2_jax.modeling.image_encoder import ImageEncoder
+from sam2_jax.modeling.layers import MLP
+from sam2_jax.modeling.mask_decoder import MaskDecoder
+from sam2_jax.modeling.memory_attention import MemoryAttention
+from sam2_jax.modeling.memory_encoder import MemoryEncoder
+from sam2_jax.modeling.position_encoding import sine_pe_1d
+from sam2_jax.modeling.prompt_encoder import PromptEncoder
+
+NO_OBJ_SCORE = -1024.0  # logits of masks where the object is predicted absent
+HIDDEN_DIM = 256
+
+
+def resize(x: jnp.ndarray, size: tuple[int, int], antialias: bool = False) -> jnp.ndarray:
+  """Bilinear resize of (B, M, H, W) maps (half-pixel centres, as torch align_corners=False)."""
+  return jax.image.resize(x.astype(jnp.float32), (*x.shape[:-2], *size), "bilinear", antialias=antialias)
+
+
+class SAM2(nn.Module):
+  """SAM 2 with every official sub-module under its official name."""
+  config: ml_collections.FrozenConfigDict
+
+  def setup(self):
+    c = self.config
+    dtype = jnp.dtype(c.compute_dtype)
+    self.image_encoder = ImageEncoder.from_config(c, dtype=dtype)
+    self.memory_attention = MemoryAttention(
+        d_model=c.memory_attention.d_model, num_layers=c.memory_attention.num_layers,
+        dim_feedforward=c.memory_attention.dim_feedforward, kv_in_dim=c.memory_attention.kv_in_dim,
+        rope_theta=c.memory_attention.rope_theta, dtype=dtype)
+    self.memory_encoder = MemoryEncoder(out_dim=c.mem_dim, in_dim=HIDDEN_DIM, dtype=dtype)
+    self.sam_prompt_encoder = PromptEncoder(
+        embed_dim=HIDDEN_DIM, image_embedding_size=(self.embedding_size, self.embedding_size),
+        input_image_size=(c.image_size, c.image_size), mask_in_chans=16, dtype=dtype)
+    self.sam_mask_decoder = MaskDecoder(
+        transformer_dim=HIDDEN_DIM,
+        dynamic_multimask_via_stability=c.dynamic_multimask_via_stability,
+        dynamic_multimask_stability_delta=c.dynamic_multimask_stability_delta,
+        dynamic_multimask_stability_thresh=c.dynamic_multimask_stability_thresh, dtype=dtype)
+    self.obj_ptr_proj = MLP(HIDDEN_DIM, HIDDEN_DIM, 3, dtype=dtype)
+    if c.proj_tpos_enc_in_obj_ptrs:
+      self.obj_ptr_tpos_proj = nn.Dense(c.mem_dim, dtype=dtype)
+    self.mask_downsample = nn.Conv(1, (4, 4), strides=(4, 4), padding="VALID", dtype=dtype)
+    init = nn.initializers.truncated_normal(0.02)
+    self.maskmem_tpos_enc = self.param("maskmem_tpos_enc", init, (c.num_maskmem, 1, 1, c.mem_dim))
+    self.no_mem_embed = self.param("no_mem_embed", init, (1, 1, HIDDEN_DIM))
+    self.no_mem_pos_enc = self.param("no_mem_pos_enc", init, (1, 1, HIDDEN_DIM))
+    self.no_obj_ptr = self.param("no_obj_ptr", init, (1, HIDDEN_DIM))
+    if c.no_obj_embed_spatial:
+      self.no_obj_embed_spatial = self.param("no_obj_embed_spatial", init, (1, c.mem_dim))
+
+  @property
+  def embedding_size(self) -> int:
+    return self.config.image_size // self.config.backbone_stride
+
+  def __call__(self, images: jnp.ndarray) -> dict[str, jnp.ndarray]:
+    """Touches every sub-module once (used by `init`): a click on each image and its memory."""
+    feats = self.forward_image(images)
+    b = images.shape[0]
+    pix = feats["vision_features"]
+    out = self.forward_sam_heads(
+        pix, jnp.zeros((b, 1, 2)), jnp.ones((b, 1), jnp.int32), None, feats["high_res_features"],
+        multimask_output=True)
+    mem, mem_pos = self.encode_new_memory(pix, out["high_res_masks"], out["object_score_logits"], True)
+    mask_out = self.use_mask_as_output(pix, feats["high_res_features"], out["high_res_masks"] > 0)
+    tokens = self.obj_ptr_tokens(out["obj_ptr"][:, None], jnp.zeros((b, 1)))
+    conditioned = self.memory_attention(
+        pix.reshape(b, -1, HIDDEN_DIM), mem.reshape(b, -1, self.config.mem_dim),
+        feats["vision_pos_enc"].reshape(b, -1, HIDDEN_DIM), mem_pos.reshape(b, -1, self.config.mem_dim),
+        num_obj_ptr_tokens=0)
+    return dict(out, memory=mem, mask_out=mask_out["obj_ptr"], tokens=tokens[0], conditioned=conditioned,
+                tpos=self.maskmem_tpos_enc, no_mem=self.no_mem_pos_enc)
+
+  def forward_image(self, images: jnp.ndarray) -> dict[str, Any]:
+    """Image features of normalised images (B, H, W, 3).
+
+    Returns `vision_features` (B, h, w, 256) (the lowest-resolution level, before memory),
+    `vision_pos_enc` (h, w, 256) for it, and `high_res_features`: the two higher-resolution FPN
+    levels already projected by the decoder's conv_s0 / conv_s1, [(B, 4h, 4w, 32), (B, 2h, 2w, 64)].
+    """
+    out = self.image_encoder(images)
+    fpn = out["backbone_fpn"]
+    feat_s0, feat_s1 = self.sam_mask_decoder.project_high_res_features(fpn[0], fpn[1])
+    pos = out["vision_pos_enc"][-1]
+    return dict(vision_features=fpn[-1], vision_pos_enc=pos[0] if pos.ndim == 4 else pos,
+                high_res_features=[feat_s0, feat_s1])
+
+  def forward_sam_heads(self, backbone_features: jnp.ndarray, point_coords: jnp.ndarray | None,
+                        point_labels: jnp.ndarray | None, mask_inputs: jnp.ndarray | None,
+                        high_res_features: list[jnp.ndarray], multimask_output: bool) -> dict[str, jnp.ndarray]:
+    """Prompt encoder + mask decoder on (memory-conditioned) features (B, h, w, 256).
+
+    Points are pixel coordinates in the model's input frame (B, P, 2) with labels (B, P); no
+    points means one padding point. `mask_inputs` (B, 1, H', W') logits or a mask are resized to
+    the prompt encoder's mask size. Masks of absent objects (object score <= 0) are set to
+    NO_OBJ_SCORE; the object pointer is mixed with `no_obj_ptr` accordingly.
+    """
+    b = backbone_features.shape[0]
+    if point_coords is None:
+      point_coords = jnp.zeros((b, 1, 2), jnp.float32)
+      point_labels = -jnp.ones((b, 1), jnp.int32)
+    mask_prompt = None
+    if mask_inputs is not None:
+      size = 4 * self.embedding_size
+      mask_prompt = mask_inputs.astype(jnp.float32)
+      if mask_prompt.shape[-2:] != (size, size):
+        mask_prompt = resize(mask_prompt, (size, size), antialias=True)
+      mask_prompt = jnp.moveaxis(mask_prompt, 1, -1)
+    sparse, dense = self.sam_prompt_encoder((point_coords, point_labels), None, mask_prompt)
+    low_res_multimasks, ious, sam_tokens, object_score_logits = self.sam_mask_decoder(
+        backbone_features, self.sam_prompt_encoder.get_dense_pe(), sparse, dense,
+        multimask_output=multimask_output, repeat_image=False, high_res_features=high_res_features)
+    is_obj_appearing = object_score_logits > 0
+    low_res_multimasks = jnp.where(is_obj_appearing[:, :, None, None], low_res_multimasks.astype(jnp.float32),
+                                   NO_OBJ_SCORE)
+    image_size = self.config.image_size
+    high_res_multimasks = resize(low_res_multimasks, (image_size, image_size))
+    if multimask_output:
+      best = jnp.argmax(ious, axis=-1)
+      take = lambda x: jnp.take_along_axis(x, best.reshape((b, 1) + (1,) * (x.ndim - 2)), axis=1)
+      low_res_masks, high_res_masks = take(low_res_multimasks), take(high_res_multimasks)
+      sam_token = take(sam_tokens)[:, 0] if sam_tokens.shape[1] > 1 else sam_tokens[:, 0]
+    else:
+      low_res_masks, high_res_masks, sam_token = low_res_multimasks, high_res_multimasks, sam_tokens[:, 0]
+    obj_ptr = self._mix_no_obj_ptr(self.obj_ptr_proj(sam_token), is_obj_appearing)
+    return dict(low_res_multimasks=low_res_multimasks, high_res_multimasks=high_res_multimasks, ious=ious,
+                low_res_masks=low_res_masks, high_res_masks=high_res_masks, obj_ptr=obj_ptr,
+                object_score_logits=object_score_logits)
+
+  def _mix_no_obj_ptr(self, obj_ptr: jnp.ndarray, is_obj_appearing: jnp.ndarray) -> jnp.ndarray:
+    lam = is_obj_appearing.astype(jnp.float32)
+    return lam * obj_ptr + (1 - lam) * self.no_obj_ptr
+
+  def use_mask_as_output(self, backbone_features: jnp.ndarray, high_res_features: list[jnp.ndarray],
+                         mask_inputs: jnp.ndarray) -> dict[str, jnp.ndarray]:
+    """A mask prompt (B, 1, H, W) taken as the output itself (logits +-10); the pointer comes from SAM."""
+    high_res_masks = mask_inputs.astype(jnp.float32) * 20.0 - 10.0
+    h, w = high_res_masks.shape[-2:]
+    low_res_masks = resize(high_res_masks, (h // 4, w // 4), antialias=True)
+    downsampled = self.mask_downsample(jnp.moveaxis(mask_inputs.astype(jnp.float32), 1, -1))
+    sam_ptr = self.forward_sam_heads(backbone_features, None, None, jnp.moveaxis(downsampled, -1, 1),
+                                     high_res_features, multimask_output=False)["obj_ptr"]
+    is_obj_appearing = jnp.any(mask_inputs.reshape(mask_inputs.shape[0], -1) > 0, axis=1)[:, None]
+    object_score_logits = 20.0 * is_obj_appearing.astype(jnp.float32) - 10.0
+    ious = jnp.ones((mask_inputs.shape[0], 1), jnp.float32)
+    return dict(low_res_multimasks=low_res_masks, high_res_multimasks=high_res_masks, ious=ious,
+                low_res_masks=low_res_masks, high_res_masks=high_res_masks,
+                obj_ptr=self._mix_no_obj_ptr(sam_ptr, is_obj_appearing), object_score_logits=object_score_logits)
+
+  def encode_new_memory(self, pix_feat: jnp.ndarray, pred_masks_high_res: jnp.ndarray,
+                        object_score_logits: jnp.ndarray, binarize: bool | jnp.ndarray
+                        ) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """Memory features (B, h, w, mem_dim) and their position encoding (h, w, mem_dim) of a prediction.
+
+    `binarize` (the official `binarize_mask_from_pts_for_mem_enc and is_mask_from_pts` in eval)
+    thresholds the mask at 0 instead of taking its sigmoid.
+    """
+    c = self.config
+    masks = pred_masks_high_res.astype(jnp.float32)
+    mask_for_mem = jnp.where(binarize, (masks > 0).astype(jnp.float32), jax.nn.sigmoid(masks))
+    mask_for_mem = mask_for_mem * c.sigmoid_scale_for_mem_enc + c.sigmoid_bias_for_mem_enc
+    out = self.memory_encoder(pix_feat, jnp.moveaxis(mask_for_mem, 1, -1), skip_mask_sigmoid=True)
+    features = out["vision_features"]
+    if c.no_obj_embed_spatial:
+      absent = (object_score_logits <= 0).astype(features.dtype)[:, :, None, None]
+      features = features + absent * self.no_obj_embed_spatial[0].astype(features.dtype)
+    pos = out["vision_pos_enc"][-1]
+    return features, pos[0] if pos.ndim == 4 else pos
+
+  def obj_ptr_tokens(self, obj_ptrs: jnp.ndarray, tpos: jnp.ndarray, max_obj_ptrs: int = 16
+                     ) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """Object pointers (B, N, 256) at signed temporal distances `tpos` (B, N) -> memory tokens.
+
+    Each pointer becomes 256 // mem_dim consecutive tokens of mem_dim; returns (tokens, pos)
+    both (B, N * 256 // mem_dim, mem_dim). `max_obj_ptrs` is min(num_frames, max_obj_ptrs_in_encoder).
+    """
+    c = self.config
+    b, n, _ = obj_ptrs.shape
+    split = HIDDEN_DIM // c.mem_dim
+    if c.add_tpos_enc_to_obj_ptrs:
+      tpos_dim = HIDDEN_DIM if c.proj_tpos_enc_in_obj_ptrs else c.mem_dim
+      pos = sine_pe_1d(tpos.astype(jnp.float32) / max(max_obj_ptrs - 1, 1), tpos_dim)
+      if c.proj_tpos_enc_in_obj_ptrs:
+        pos = self.obj_ptr_tpos_proj(pos)
+    else:
+      pos = jnp.zeros((b, n, c.mem_dim), jnp.float32)
+    tokens = obj_ptrs.reshape(b, n * split, c.mem_dim)
+    pos = jnp.repeat(pos, split, axis=1)
+    return tokens, pos
