@@ -56,7 +56,7 @@ def get_model_config(config_name: str, **overrides) -> ml_collections.FrozenConf
 def abstract_params(config: ml_collections.FrozenConfigDict) -> Params:
   """Shapes and dtypes of the model's params, without computing anything."""
   image = jax.ShapeDtypeStruct((1, config.image_size, config.image_size, 3), jnp.float32)
-  return jax.eval_shape(lambda: SAM2(config).init(jax.random.key(0), image))["params"]
+  return jax.eval_shape(lambda x: SAM2(config).init(jax.random.key(0), x), image)["params"]
 
 
 def init_params(config: ml_collections.FrozenConfigDict, seed: int = 0) -> Params:

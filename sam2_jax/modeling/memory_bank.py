@@ -1,0 +1,194 @@
+"""The fixed-shape memory bank of a video object and the official rules for choosing memories.
+
+The bank is data: a pytree of arrays with a leading object axis B, carried through `lax.scan`.
+- conditioning slots: the frames with prompts (memory features, object pointer, frame index);
+- a ring of recent memories, slot `frame % ring_size`, long enough for the frames
+  t-1, t-2, ... that the official selection visits with temporal stride r;
+- a ring of recent object pointers (the last max_obj_ptrs_in_encoder - 1 frames).
+Each slot has a validity flag and its frame index. `select_memory` builds the memory sequence of
+the official `_prepare_memory_conditioned_features` for frame t with a validity mask instead of
+a variable length: slots it would not use are masked, which equals leaving them out.
+"""
+
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from sam2_jax.modeling.position_encoding import sine_pe_2d
+
+HIDDEN_DIM = 256
+
+
+def ring_sizes(config: ml_collections.ConfigDict, training: bool = False) -> tuple[int, int]:
+  """(memory ring size, pointer ring size) for a config."""
+  stride = 1 if training else config.memory_temporal_stride_for_eval
+  return (config.num_maskmem - 2) * stride + 2, config.max_obj_ptrs_in_encoder - 1
+
+
+@flax.struct.dataclass
+class MemoryBank:
+  """Memories of B objects. Shapes: Kc conditioning slots, Lm memory ring, Lp pointer ring."""
+  cond_feats: jnp.ndarray   # (B, Kc, h, w, mem_dim), stored in bfloat16 like the official predictor
+  cond_ptrs: jnp.ndarray    # (B, Kc, 256)
+  cond_frames: jnp.ndarray  # (B, Kc) int32
+  cond_valid: jnp.ndarray   # (B, Kc) bool
+  mem_feats: jnp.ndarray    # (B, Lm, h, w, mem_dim)
+  mem_frames: jnp.ndarray   # (B, Lm)
+  mem_valid: jnp.ndarray    # (B, Lm)
+  ptrs: jnp.ndarray         # (B, Lp, 256)
+  ptr_frames: jnp.ndarray   # (B, Lp)
+  ptr_valid: jnp.ndarray    # (B, Lp)
+
+  @classmethod
+  def empty(cls, config: ml_collections.ConfigDict, num_objects: int, num_cond: int, training: bool = False,
+            dtype: Any = jnp.bfloat16) -> "MemoryBank":
+    size = config.image_size // config.backbone_stride
+    lm, lp = ring_sizes(config, training)
+    b = num_objects
+    feats = lambda n: jnp.zeros((b, n, size, size, config.mem_dim), dtype)
+    frames = lambda n: jnp.full((b, n), -1, jnp.int32)
+    invalid = lambda n: jnp.zeros((b, n), bool)
+    return cls(cond_feats=feats(num_cond), cond_ptrs=jnp.zeros((b, num_cond, HIDDEN_DIM)),
+               cond_frames=frames(num_cond), cond_valid=invalid(num_cond),
+               mem_feats=feats(lm), mem_frames=frames(lm), mem_valid=invalid(lm),
+               ptrs=jnp.zeros((b, lp, HIDDEN_DIM)), ptr_frames=frames(lp), ptr_valid=invalid(lp))
+
+  @property
+  def num_cond(self) -> int:
+    return self.cond_frames.shape[1]
+
+  def add_cond(self, slot: int | jnp.ndarray, frame_idx, feats, obj_ptr, valid) -> "MemoryBank":
+    """Puts a conditioning frame (per-object feats (B, h, w, C), obj_ptr (B, 256), valid (B,)) in `slot`."""
+    upd = lambda arr, x: arr.at[:, slot].set(x.astype(arr.dtype))
+    b = self.cond_frames.shape[0]
+    return self.replace(cond_feats=upd(self.cond_feats, feats), cond_ptrs=upd(self.cond_ptrs, obj_ptr),
+                        cond_frames=upd(self.cond_frames, jnp.broadcast_to(frame_idx, (b,))),
+                        cond_valid=upd(self.cond_valid, valid))
+
+  def add_recent(self, frame_idx, feats, obj_ptr, valid) -> "MemoryBank":
+    """Writes a tracked (non-conditioning) frame into both rings; `valid` (B,) False leaves it out."""
+    b = self.mem_frames.shape[0]
+    frame = jnp.broadcast_to(jnp.asarray(frame_idx, jnp.int32), (b,))
+    sm, sp = frame_idx % self.mem_frames.shape[1], frame_idx % self.ptr_frames.shape[1]
+    upd = lambda arr, slot, x: arr.at[:, slot].set(x.astype(arr.dtype))
+    return self.replace(
+        mem_feats=upd(self.mem_feats, sm, feats), mem_frames=upd(self.mem_frames, sm, frame),
+        mem_valid=upd(self.mem_valid, sm, valid), ptrs=upd(self.ptrs, sp, obj_ptr),
+        ptr_frames=upd(self.ptr_frames, sp, frame), ptr_valid=upd(self.ptr_valid, sp, valid))
+
+
+def select_cond(frames: jnp.ndarray, valid: jnp.ndarray, frame_idx, max_cond: int) -> jnp.ndarray:
+  """Which conditioning slots (B, Kc) the official `select_closest_cond_frames` keeps for frame t."""
+  if max_cond == -1 or frames.shape[1] <= max_cond:
+    return valid
+  big = jnp.iinfo(jnp.int32).max
+  before = jnp.where(valid & (frames < frame_idx), frames, -1)
+  after = jnp.where(valid & (frames >= frame_idx), frames, big)
+  has_before = jnp.any(before >= 0, axis=1, keepdims=True)
+  has_after = jnp.any(after < big, axis=1, keepdims=True)
+  chosen = (valid & has_before & (frames == before.max(axis=1, keepdims=True))) | (
+      valid & has_after & (frames == after.min(axis=1, keepdims=True)))
+  num_remain = max_cond - chosen.sum(axis=1, keepdims=True)
+  # Rank the others by distance (ties by slot order, like Python's stable sort over the dict).
+  dist = jnp.where(valid & ~chosen, jnp.abs(frames - frame_idx), big)
+  order = jnp.argsort(dist, axis=1, stable=True)
+  rank = jnp.argsort(order, axis=1)
+  return chosen | (valid & ~chosen & (rank < num_remain))
+
+
+def recent_frame(frame_idx, t_pos: int, num_maskmem: int, stride: int, reverse: bool):
+  """The frame that memory position t_pos (1 = oldest) holds for frame t (official stride rule)."""
+  t_rel = num_maskmem - t_pos
+  if t_rel == 1:
+    return frame_idx + 1 if reverse else frame_idx - 1
+  if reverse:
+    return -(-(frame_idx + 2) // stride) * stride + (t_rel - 2) * stride
+  return ((frame_idx - 2) // stride) * stride - (t_rel - 2) * stride
+
+
+def _take(x: jnp.ndarray, idx: jnp.ndarray) -> jnp.ndarray:
+  """x (B, K, ...), idx (B,) -> (B, ...)."""
+  return jnp.take_along_axis(x, idx.reshape(-1, 1, *([1] * (x.ndim - 2))), axis=1)[:, 0]
+
+
+def _cond_fallback(bank: MemoryBank, unselected: jnp.ndarray, frame) -> tuple[jnp.ndarray, jnp.ndarray]:
+  """An unselected conditioning frame standing in for a recent frame: (slot (B,), found (B,))."""
+  match = unselected & (bank.cond_frames == frame[:, None])
+  return jnp.argmax(match, axis=1), jnp.any(match, axis=1)
+
+
+def select_memory(module, bank: MemoryBank, frame_idx, num_frames, *, reverse: bool = False,
+                  training: bool = False) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray, int]:
+  """The memory sequence for frame `frame_idx` from the bank (bound SAM2 `module` for its params).
+
+  Returns memory (B, M, mem_dim) float32, its position encoding (B, M, mem_dim), validity (B, M)
+  and the (static) number of trailing object-pointer tokens.
+  """
+  c = module.config
+  b, kc = bank.cond_frames.shape
+  size = bank.mem_feats.shape[2]
+  n = size * size
+  frame_idx = jnp.asarray(frame_idx, jnp.int32)
+  frame_b = jnp.broadcast_to(frame_idx, (b,))
+  stride = 1 if training else c.memory_temporal_stride_for_eval
+  selected = select_cond(bank.cond_frames, bank.cond_valid, frame_idx, c.max_cond_frames_in_attn)
+  unselected = bank.cond_valid & ~selected
+  use_fallback = c.max_cond_frames_in_attn != -1
+  spatial_pe = jnp.asarray(sine_pe_2d(size, size, c.mem_dim)).reshape(n, c.mem_dim)
+  tpos_enc = module.maskmem_tpos_enc.reshape(c.num_maskmem, c.mem_dim)
+
+  feats, pos, valid = [bank.cond_feats], [jnp.broadcast_to(spatial_pe + tpos_enc[c.num_maskmem - 1], (b, kc, n, c.mem_dim))], [selected]
+  lm = bank.mem_frames.shape[1]
+  for t_pos in range(1, c.num_maskmem):
+    f = recent_frame(frame_b, t_pos, c.num_maskmem, stride, reverse)
+    slot = f % lm
+    ok = (_take(bank.mem_frames, slot) == f) & _take(bank.mem_valid, slot)
+    f_feats = _take(bank.mem_feats, slot)
+    if use_fallback:
+      cslot, found = _cond_fallback(bank, unselected, f)
+      f_feats = jnp.where((~ok)[:, None, None, None], _take(bank.cond_feats, cslot), f_feats)
+      ok = ok | found
+    feats.append(f_feats[:, None])
+    pos.append(jnp.broadcast_to(spatial_pe + tpos_enc[c.num_maskmem - t_pos - 1], (b, 1, n, c.mem_dim)))
+    valid.append(ok[:, None])
+  feats = jnp.concatenate(feats, axis=1).astype(jnp.float32)
+  num_mem_frames = feats.shape[1]
+  memory = feats.reshape(b, num_mem_frames * n, c.mem_dim)
+  memory_pos = jnp.concatenate(pos, axis=1).reshape(b, num_mem_frames * n, c.mem_dim)
+  memory_valid = jnp.repeat(jnp.concatenate(valid, axis=1), n, axis=1)
+
+  # Object pointers: selected conditioning frames (only past ones in eval), then recent frames.
+  max_ptrs = jnp.minimum(num_frames, c.max_obj_ptrs_in_encoder)
+  sign = -1 if reverse else 1
+  cond_ok = selected
+  if not training and c.only_obj_ptrs_in_the_past_for_eval:
+    cond_ok = cond_ok & ((bank.cond_frames >= frame_idx) if reverse else (bank.cond_frames <= frame_idx))
+  diff = (frame_idx - bank.cond_frames) * sign
+  cond_tpos = diff if c.use_signed_tpos_enc_to_obj_ptrs else jnp.abs(frame_idx - bank.cond_frames)
+  ptrs, tpos, ptr_valid = [bank.cond_ptrs], [cond_tpos], [cond_ok]
+  lp = bank.ptr_frames.shape[1]
+  for t_diff in range(1, c.max_obj_ptrs_in_encoder):
+    f = frame_b + t_diff if reverse else frame_b - t_diff
+    slot = f % lp
+    ok = (_take(bank.ptr_frames, slot) == f) & _take(bank.ptr_valid, slot)
+    ptr = _take(bank.ptrs, slot)
+    if use_fallback:
+      cslot, found = _cond_fallback(bank, unselected, f)
+      ptr = jnp.where((~ok)[:, None], _take(bank.cond_ptrs, cslot), ptr)
+      ok = ok | found
+    ok = ok & (t_diff < max_ptrs) & (f >= 0) & (f < num_frames)
+    ptrs.append(ptr[:, None])
+    tpos.append(jnp.full((b, 1), t_diff, jnp.int32))
+    ptr_valid.append(ok[:, None])
+  ptrs = jnp.concatenate(ptrs, axis=1)
+  ptr_tokens, ptr_pos = module.obj_ptr_tokens(ptrs, jnp.concatenate(tpos, axis=1), max_ptrs)
+  split = ptr_tokens.shape[1] // ptrs.shape[1]
+  ptr_valid = jnp.repeat(jnp.concatenate(ptr_valid, axis=1), split, axis=1)
+
+  memory = jnp.concatenate([memory, ptr_tokens.astype(jnp.float32)], axis=1)
+  memory_pos = jnp.concatenate([memory_pos, ptr_pos.astype(jnp.float32)], axis=1)
+  return memory, memory_pos, jnp.concatenate([memory_valid, ptr_valid], axis=1), ptr_tokens.shape[1]
