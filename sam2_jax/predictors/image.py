@@ -109,7 +109,7 @@ class SAM2ImagePredictor:
       multimask_output: three masks per prompt instead of one.
       return_logits: return mask logits instead of booleans.
     Returns:
-      masks (C, H, W), IoU predictions (C,), low-res logits (C, 256, 256); with B prompts each
+      masks (C, H, W) (0/1 float32, or logits), IoU predictions (C,), low-res logits (C, 256, 256); with B prompts each
       gets a leading B axis.
     """
     self._check_image_set("predict")
@@ -159,8 +159,8 @@ class SAM2ImagePredictor:
     filled = postprocess.fill_holes_and_sprinkles(low_res, self.max_hole_area, self.max_sprinkle_area,
                                                   self.mask_threshold)
     masks = np.asarray(_upsample(filled, size=tuple(self._orig_hw[idx])))
-    if not return_logits:
-      masks = masks > self.mask_threshold
+    if not return_logits:  # 0/1 float32, as the official predictor returns them
+      masks = (masks > self.mask_threshold).astype(np.float32)
     return masks, np.asarray(iou), np.clip(low_res, -32.0, 32.0)
 
   def _prep_prompts(self, point_coords, point_labels, box, normalize_coords, orig_hw):
