@@ -1,0 +1,1 @@
+"""Benchmarks of sam2-jax against the official PyTorch implementation."""

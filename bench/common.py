@@ -1,0 +1,91 @@
+"""Helpers shared by the benchmarks: the official model, interleaved timing, result tables."""
+
+import os
+import statistics
+import time
+from typing import Any, Callable, Sequence
+
+import jax
+import numpy as np
+
+
+def official_config_path(config_name: str) -> str:
+  """The official Hydra config path of a config name ("sam2.1_hiera_t" -> configs/sam2.1/...)."""
+  version = "sam2.1" if config_name.startswith("sam2.1") else "sam2"
+  return f"configs/{version}/{config_name}.yaml"
+
+
+def build_official(config_name: str, image_size: int = 1024, seed: int = 0) -> tuple[Any, dict[str, np.ndarray]]:
+  """The official SAM 2 (PyTorch, CPU, eval mode) with random weights, and its state dict as NumPy.
+
+  Every tensor gets a little noise so that no weight is trivially zero or one.
+  """
+  import torch
+  from sam2.build_sam import build_sam2
+
+  torch.manual_seed(seed)
+  model = build_sam2(official_config_path(config_name), ckpt_path=None, device="cpu",
+                     hydra_overrides_extra=[f"++model.image_size={image_size}"])
+  gen = torch.Generator().manual_seed(seed)
+  state_dict = {}
+  for key, t in model.state_dict().items():
+    t = t.detach().float()
+    scale = 0.5 * max(float(t.std()) if t.numel() > 1 else 0.0, 0.05)
+    state_dict[key] = t + scale * torch.randn(t.shape, generator=gen)
+  model.load_state_dict(state_dict, strict=True)
+  model.eval()
+  return model, {k: v.numpy() for k, v in state_dict.items()}
+
+
+def block_until_ready(out: Any) -> Any:
+  """Waits for every JAX array in `out` (other leaves are left alone)."""
+  return jax.tree.map(lambda x: x.block_until_ready() if isinstance(x, jax.Array) else x, out)
+
+
+def time_interleaved(fns: dict[str, Callable[[], Any]], iters: int, warmup: int = 2) -> dict[str, list[float]]:
+  """Wall time (ms) of each zero-argument function, run in turn `iters` times after `warmup` runs each.
+
+  Interleaving spreads machine noise (other jobs, frequency changes) evenly over the contenders.
+  Functions must return only when their result is computed (use `block_until_ready` for JAX).
+  """
+  for fn in fns.values():
+    for _ in range(warmup):
+      fn()
+  times = {name: [] for name in fns}
+  for _ in range(iters):
+    for name, fn in fns.items():
+      start = time.perf_counter()
+      fn()
+      times[name].append(1e3 * (time.perf_counter() - start))
+  return times
+
+
+def median(xs: Sequence[float]) -> float:
+  return statistics.median(xs)
+
+
+def spread(xs: Sequence[float]) -> str:
+  """"min-max" of a list of timings, for the noise column."""
+  return f"{min(xs):.0f}-{max(xs):.0f}"
+
+
+def thread_info() -> str:
+  """Thread settings of both frameworks (left at their defaults by the benchmarks)."""
+  import torch
+
+  flags = os.environ.get("XLA_FLAGS", "")
+  return (f"cpus={os.cpu_count()} torch {torch.__version__} threads={torch.get_num_threads()} "
+          f"interop={torch.get_num_interop_threads()} | jax {jax.__version__} backend={jax.default_backend()} "
+          f"devices={jax.device_count()} XLA_FLAGS={flags!r}")
+
+
+def print_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+  """Prints a Markdown table (strings as they are, floats with 3 significant decimals)."""
+  def fmt(v):
+    return f"{v:.3g}" if isinstance(v, float) else str(v)
+
+  cells = [list(map(str, header))] + [[fmt(v) for v in row] for row in rows]
+  widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+  lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |" for r in cells]
+  lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+  print("\n".join(lines), flush=True)
