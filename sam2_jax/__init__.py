@@ -2,5 +2,6 @@
 
 from sam2_jax.build_sam import SAM2Model, build_sam2
 from sam2_jax.predictors.image import SAM2ImagePredictor
+from sam2_jax.predictors.video import SAM2VideoPredictor, build_sam2_video_predictor
 
-__all__ = ["SAM2Model", "SAM2ImagePredictor", "build_sam2"]
+__all__ = ["SAM2ImagePredictor", "SAM2Model", "SAM2VideoPredictor", "build_sam2", "build_sam2_video_predictor"]

@@ -45,6 +45,8 @@ def build_official(name: str = "sam2.1_hiera_t", image_size: int = 1024, seed: i
   overrides = [f"++model.image_size={image_size}"] + [f"++model.{k}={v}" for k, v in extra.items()]
   model = builder(official_config_path(name), ckpt_path=None, device="cpu",
                   hydra_overrides_extra=overrides, apply_postprocessing=apply_postprocessing)
+  if video:
+    model.fill_hole_area = 0  # the builder's post-processing would set 8 (and its CUDA kernel is absent here)
   sd = perturb_state_dict(model.state_dict(), seed=seed, obj_score_bias=obj_score_bias)
   model.load_state_dict(sd, strict=True)
   model.eval()

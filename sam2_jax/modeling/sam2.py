@@ -192,7 +192,7 @@ class SAM2(nn.Module):
     split = HIDDEN_DIM // c.mem_dim
     if c.add_tpos_enc_to_obj_ptrs:
       tpos_dim = HIDDEN_DIM if c.proj_tpos_enc_in_obj_ptrs else c.mem_dim
-      pos = sine_pe_1d(tpos.astype(jnp.float32) / max(max_obj_ptrs - 1, 1), tpos_dim)
+      pos = sine_pe_1d(tpos.astype(jnp.float32) / jnp.maximum(max_obj_ptrs - 1, 1), tpos_dim)
       if c.proj_tpos_enc_in_obj_ptrs:
         pos = self.obj_ptr_tpos_proj(pos)
     else:
