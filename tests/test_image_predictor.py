@@ -120,3 +120,17 @@ def test_bad_inputs():
     predictor.predict(mask_input=np.zeros((1, 32, 32)))
   with pytest.raises(ValueError, match="predict_batch needs images"):
     predictor.predict_batch()
+
+
+def test_bfloat16_compute_agrees_with_float32():
+  _, sd = build_official("sam2.1_hiera_t", image_size=512, obj_score_bias=4.0)
+  image = shapes_image(300, 400, seed=7)
+  outputs = {}
+  for dtype in ("float32", "bfloat16"):
+    config = get_model_config("sam2.1_hiera_t", image_size=512, compute_dtype=dtype, **POSTPROCESSING)
+    predictor = SAM2ImagePredictor(SAM2Model(config, params_from_state_dict(sd, config)))
+    predictor.set_image(image)
+    outputs[dtype] = predictor.predict(box=np.array([250.0, 140.0, 340.0, 250.0]), multimask_output=False)
+  (m32, iou32, _), (m16, iou16, _) = outputs["float32"], outputs["bfloat16"]
+  assert m32.any() and mask_iou(m32, m16) >= 0.95
+  np.testing.assert_allclose(iou16, iou32, atol=0.05)

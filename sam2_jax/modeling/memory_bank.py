@@ -26,7 +26,7 @@ HIDDEN_DIM = 256
 def ring_sizes(config: ml_collections.ConfigDict, training: bool = False) -> tuple[int, int]:
   """(memory ring size, pointer ring size) for a config."""
   stride = 1 if training else config.memory_temporal_stride_for_eval
-  return (config.num_maskmem - 2) * stride + 2, config.max_obj_ptrs_in_encoder - 1
+  return (config.num_maskmem - 2) * stride + 1, config.max_obj_ptrs_in_encoder - 1
 
 
 @flax.struct.dataclass

@@ -1,0 +1,50 @@
+"""The memory bank: fixed shapes whatever the video length, and the official selection rules."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from sam2_jax.build_sam import get_model_config
+from sam2_jax.modeling import track
+from sam2_jax.modeling.memory_bank import MemoryBank, recent_frame, select_cond
+from sam2_jax.modeling.sam2 import SAM2
+
+
+def test_carried_state_does_not_grow_with_video_length():
+  config = get_model_config("sam2.1_hiera_t", image_size=256)
+  module = SAM2(config)
+  params = jax.eval_shape(lambda x: module.init(jax.random.key(0), x), jnp.zeros((1, 256, 256, 3)))["params"]
+  bank = MemoryBank.empty(config, num_objects=3, num_cond=1)
+  chunk = jax.ShapeDtypeStruct((8, 256, 256, 3), jnp.float32)
+
+  def shapes(num_frames):
+    fn = functools.partial(track.propagate, num_frames=num_frames)
+    out_bank, ys = jax.eval_shape(lambda p, b, x, i, c: module.apply({"params": p}, b, x, i, c, method=fn),
+                                  params, bank, chunk, jnp.zeros(8, jnp.int32), jnp.zeros((8, 3), bool))
+    return jax.tree.map(lambda s: (s.shape, s.dtype), (out_bank, ys))
+
+  assert shapes(20) == shapes(10_000)
+  nbytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(bank))
+  # 1 conditioning + 6 recent memories of 16x16x64 bf16 per object, plus 16 pointers: independent of the video.
+  assert nbytes < 3 * (7 * 16 * 16 * 64 * 2 + 16 * 256 * 4 + 4096)
+
+
+def test_recent_frame_rule():
+  # stride 1: t-1 ... t-6 (t_pos 6 is the previous frame); reverse mirrors it.
+  assert [recent_frame(10, t_pos, 7, 1, False) for t_pos in range(1, 7)] == [4, 5, 6, 7, 8, 9]
+  assert [recent_frame(10, t_pos, 7, 1, True) for t_pos in range(1, 7)] == [16, 15, 14, 13, 12, 11]
+  # stride 3: the previous frame, then every 3rd frame before t-1.
+  assert [recent_frame(10, t_pos, 7, 3, False) for t_pos in range(1, 7)] == [-6, -3, 0, 3, 6, 9]
+
+
+def test_select_closest_cond_frames():
+  frames = jnp.array([[0, 5, 9, 20, 30]])
+  valid = jnp.ones((1, 5), bool)
+  # closest before (9), closest at-or-after (20), then the nearest others (5, then 0 / 30 tie -> 0 first).
+  assert np.asarray(select_cond(frames, valid, 12, 3)).tolist() == [[False, True, True, True, False]]
+  assert np.asarray(select_cond(frames, valid, 12, 4)).tolist() == [[True, True, True, True, False]]
+  assert np.asarray(select_cond(frames, valid, 12, -1)).tolist() == [[True] * 5]
+  invalid = valid.at[0, 1].set(False)
+  assert np.asarray(select_cond(frames, invalid, 12, 3)).tolist() == [[True, False, True, True, False]]
