@@ -91,3 +91,48 @@ def test_absent_object(video_dir):
   out = pair(lambda p, s: p.propagate_in_video(s, max_frame_num_to_track=7), "forward")
   assert len(out) == 8
   assert all((masks == -1024.0).all() for _, _, masks in out)  # absent: NO_OBJ_SCORE everywhere
+
+
+def test_bad_inputs(video_dir, tmp_path):
+  ours, _ = make_pair(obj_score_bias=6.0)
+  with pytest.raises(ValueError, match="does not exist"):
+    ours.init_state(str(tmp_path / "missing"))
+  (tmp_path / "empty").mkdir()
+  with pytest.raises(ValueError, match="No JPEG frames"):
+    ours.init_state(str(tmp_path / "empty"))
+  corrupt = tmp_path / "corrupt"
+  corrupt.mkdir()
+  Image.fromarray(shapes_image(64, 64)).save(corrupt / "00000.jpg")
+  (corrupt / "00001.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+  with pytest.raises(ValueError, match="Cannot read frame .*00001.jpg"):
+    ours.init_state(str(corrupt))
+  with pytest.raises(ValueError, match="uint8 \\(T, H, W, 3\\)"):
+    ours.init_state(np.zeros((2, 8, 8), np.uint8))
+  with pytest.raises(ValueError, match="call init_state first"):
+    ours.add_new_points_or_box({}, 0, 1, points=[[1, 1]], labels=[1])
+  state = ours.init_state(video_dir)
+  with pytest.raises(ValueError, match=r"frame_idx 10 is out of range: the video has 10 frames \(0..9\)"):
+    ours.add_new_points_or_box(state, 10, 1, points=[[1, 1]], labels=[1])
+  with pytest.raises(ValueError, match="points and labels must be provided together"):
+    ours.add_new_points_or_box(state, 0, 1, points=[[1, 1]])
+  with pytest.raises(ValueError, match="Unknown object id 4"):
+    ours.clear_all_prompts_in_frame(state, 0, 4)
+  with pytest.raises(ValueError, match="add prompts before propagating"):
+    next(ours.propagate_in_video(state))
+  with pytest.raises(ValueError, match="mask must be 2-D"):
+    ours.add_new_mask(state, 0, 1, np.zeros((2, 2, 2)))
+
+
+def test_fill_holes_matches_connected_components():
+  from sam2_jax.predictors.postprocess import fill_holes, fill_holes_and_sprinkles
+  logits = np.full((1, 1, 12, 12), 5.0, np.float32)
+  logits[0, 0, 2:4, 2:4] = -3.0      # a 4-pixel hole
+  logits[0, 0, 6:10, 6:10] = -3.0    # a 16-pixel hole
+  logits[0, 0, 0:2, 10:12] = -1.0    # 4 pixels touching the border are a hole too (a background component)
+  filled = fill_holes(logits, max_area=8)
+  assert (filled[0, 0, 2:4, 2:4] == 0.1).all() and (filled[0, 0, 0:2, 10:12] == 0.1).all()
+  assert (filled[0, 0, 6:10, 6:10] == -3.0).all()
+  sprinkles = -np.ones((1, 1, 8, 8), np.float32)
+  sprinkles[0, 0, 1, 1] = sprinkles[0, 0, 2, 2] = 4.0   # diagonal neighbours: one 8-connected sprinkle of 2
+  out = fill_holes_and_sprinkles(sprinkles, 0, 2)
+  assert (out[0, 0, 1, 1] == -10.0) and (out[0, 0, 2, 2] == -10.0)
