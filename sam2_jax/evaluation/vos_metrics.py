@@ -203,7 +203,8 @@ def _read_pair(gt_path: str, pred_path: str, binary: bool) -> tuple[np.ndarray, 
   gt = vos_io.read_label_png(gt_path)
   pred = vos_io.read_label_png(pred_path)
   if gt.shape != pred.shape:
-    raise ValueError(f"Shape mismatch: ground truth {gt_path!r} is {gt.shape}, prediction {pred_path!r} is {pred.shape}.")
+    raise ValueError(
+        f"Shape mismatch: ground truth {gt_path!r} is {gt.shape}, prediction {pred_path!r} is {pred.shape}.")
   if binary:
     for path, array in ((gt_path, gt), (pred_path, pred)):
       if len(np.unique(array)) > 2:
@@ -286,8 +287,8 @@ def evaluate(
   Both folders hold one folder per video, in the DAVIS or the SA-V layout (see `sam2_jax.evaluation.io`).
   Without `strict` the videos present in both are evaluated; with it the two video sets must be equal.
   `num_processes` > 1 scores videos in a pool of spawned processes (a calling script then needs the usual
-  `if __name__ == "__main__":` guard). Unless `write_csv` is False, the scores
-  are written (atomically) to `{pred_root}/results.csv`.
+  `if __name__ == "__main__":` guard). Unless `write_csv` is False, the scores are written (atomically) to
+  `{pred_root}/results.csv`.
   """
   for name, root in (("Ground-truth", gt_root), ("Prediction", pred_root)):
     if not os.path.isdir(root):
@@ -298,7 +299,8 @@ def evaluate(
     missing = sorted(set(gt_videos) - set(pred_videos))
     extra = sorted(set(pred_videos) - set(gt_videos))
     if missing or extra:
-      raise ValueError(f"strict: videos without predictions: {missing}; predicted videos without ground truth: {extra}.")
+      raise ValueError(
+          f"strict: videos without predictions: {missing}; predicted videos without ground truth: {extra}.")
     videos = gt_videos
   else:
     videos = sorted(set(gt_videos) & set(pred_videos))
