@@ -173,3 +173,25 @@ def test_full_size_1024():
   for multimask_output in (True, False):
     _check_decoder(hd, image, sparse, dense, fpn0, fpn1, multimask_output=multimask_output, repeat_image=False,
                    expect_mixed=not multimask_output)
+
+
+def test_masked_prompt_tokens_equal_absent_tokens():
+  """Fixed-size prompt buffers (training): masked extra tokens change nothing, to float32 rounding."""
+  hd = heads(512, False)
+  rng = np.random.default_rng(3)
+  h, c = hd.h, 256
+  image = rng.normal(size=(2, h, h, c)).astype(np.float32)
+  fpn0 = rng.normal(size=(2, 4 * h, 4 * h, c)).astype(np.float32)
+  fpn1 = rng.normal(size=(2, 2 * h, 2 * h, c)).astype(np.float32)
+  feats = hd.project(hd.md_params, fpn0, fpn1)
+  image_pe = hd.dense_pe(hd.pe_params)
+  points = _points(rng, 2, 2, 512, [[1, 0], [1, 1]])
+  sparse, dense = hd.prompt_encoder(hd.pe_params, points, None, None)  # 2 clicks + the padding point
+  extra = jnp.asarray(rng.normal(size=(2, 3, c)).astype(np.float32))
+  padded = jnp.concatenate([sparse[:, :1], extra, sparse[:, 1:]], axis=1)
+  mask = jnp.array([[True, False, False, False, True, True]] * 2)
+  predict = functools.partial(hd.md.apply, method=MaskDecoder.predict_masks, repeat_image=False)
+  want = predict(hd.md_params, image, image_pe, sparse, dense, high_res_features=feats)
+  got = predict(hd.md_params, image, image_pe, padded, dense, high_res_features=feats, sparse_mask=mask)
+  for w, g in zip(want, got):
+    assert rel_err(g, w) <= 1e-5

@@ -77,9 +77,12 @@ class MaskDecoder(nn.Module):
     x = act1(ln1(dc1(src) + feat_s1))
     return act2(dc2(x) + feat_s0)
 
-  def _predict_masks(self, image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings,
-                     repeat_image, high_res_features):
-    """All mask tokens' outputs: masks (B, M+1, 4h, 4w), iou (B, M+1), tokens (B, M+1, C), score (B, 1)."""
+  def predict_masks(self, image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings,
+                    repeat_image: bool, high_res_features, sparse_mask: jnp.ndarray | None = None):
+    """All mask tokens' outputs: masks (B, M+1, 4h, 4w), iou (B, M+1), tokens (B, M+1, C), score (B, 1).
+
+    `sparse_mask` (B, N) marks the prompt tokens that exist (training uses fixed-size prompt buffers).
+    """
     tables = [self.iou_token.embedding, self.mask_tokens.embedding]
     if self.pred_obj_scores:
       tables.insert(0, self.obj_score_token.embedding)
@@ -98,7 +101,10 @@ class MaskDecoder(nn.Module):
     src = src + dense_prompt_embeddings
     pos_src = jnp.broadcast_to(image_pe, src.shape)
 
-    hs, keys = self.transformer(src, pos_src, tokens)
+    token_mask = None
+    if sparse_mask is not None:
+      token_mask = jnp.concatenate([jnp.ones((b, output_tokens.shape[1]), bool), sparse_mask], axis=1)
+    hs, keys = self.transformer(src, pos_src, tokens, token_mask)
     s = 1 if self.pred_obj_scores else 0
     iou_token_out = hs[:, s]
     mask_tokens_out = hs[:, s + 1:s + 1 + self.num_mask_tokens]
@@ -155,7 +161,7 @@ class MaskDecoder(nn.Module):
     if self.is_initializing() and self.use_high_res_features:
       _, h, w, c = image_embeddings.shape
       self.project_high_res_features(jnp.zeros((1, 4 * h, 4 * w, c)), jnp.zeros((1, 2 * h, 2 * w, c)))
-    masks, iou_pred, mask_tokens_out, object_score_logits = self._predict_masks(
+    masks, iou_pred, mask_tokens_out, object_score_logits = self.predict_masks(
         image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings, repeat_image,
         high_res_features)
 

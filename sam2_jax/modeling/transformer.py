@@ -32,12 +32,14 @@ class Attention(nn.Module):
   def _split_heads(self, x: jnp.ndarray) -> jnp.ndarray:
     return x.reshape(*x.shape[:-1], self.num_heads, x.shape[-1] // self.num_heads)
 
-  def __call__(self, q: jnp.ndarray, k: jnp.ndarray, v: jnp.ndarray) -> jnp.ndarray:
-    """q (B, Nq, C), k and v (B, Nk, C) -> (B, Nq, C)."""
+  def __call__(self, q: jnp.ndarray, k: jnp.ndarray, v: jnp.ndarray,
+               key_mask: jnp.ndarray | None = None) -> jnp.ndarray:
+    """q (B, Nq, C), k and v (B, Nk, C) -> (B, Nq, C); `key_mask` (B, Nk) bool leaves keys out."""
     q = self._split_heads(self.q_proj(q))
     k = self._split_heads(self.k_proj(k))
     v = self._split_heads(self.v_proj(v))
-    out = jax.nn.dot_product_attention(q, k, v)
+    mask = None if key_mask is None else key_mask[:, None, None, :]
+    out = jax.nn.dot_product_attention(q, k, v, mask=mask)
     return self.out_proj(out.reshape(*out.shape[:-2], -1))
 
 
@@ -62,14 +64,14 @@ class TwoWayAttentionBlock(nn.Module):
     self.cross_attn_image_to_token = Attention(dim, heads, downsample_rate=rate, dtype=self.dtype)
 
   def __call__(self, queries: jnp.ndarray, keys: jnp.ndarray, query_pe: jnp.ndarray,
-               key_pe: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
+               key_pe: jnp.ndarray, token_mask: jnp.ndarray | None = None) -> tuple[jnp.ndarray, jnp.ndarray]:
     """queries (B, N, C), keys (B, HW, C) and their PEs -> updated (queries, keys)."""
     if self.skip_first_layer_pe:
       # The first layer's self-attention has no PE and no residual connection.
-      queries = self.self_attn(queries, queries, queries)
+      queries = self.self_attn(queries, queries, queries, key_mask=token_mask)
     else:
       q = queries + query_pe
-      queries = queries + self.self_attn(q, q, queries)
+      queries = queries + self.self_attn(q, q, queries, key_mask=token_mask)
     queries = self.norm1(queries)
 
     k = keys + key_pe
@@ -77,7 +79,7 @@ class TwoWayAttentionBlock(nn.Module):
     queries = self.norm3(queries + self.mlp(queries))
 
     q = queries + query_pe
-    keys = self.norm4(keys + self.cross_attn_image_to_token(k, q, queries))
+    keys = self.norm4(keys + self.cross_attn_image_to_token(k, q, queries, key_mask=token_mask))
     return queries, keys
 
 
@@ -100,14 +102,16 @@ class TwoWayTransformer(nn.Module):
                                                downsample_rate=self.attention_downsample_rate, dtype=self.dtype)
     self.norm_final_attn = layer_norm(LAYER_NORM_EPS)
 
-  def __call__(self, image_embedding: jnp.ndarray, image_pe: jnp.ndarray,
-               point_embedding: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
+  def __call__(self, image_embedding: jnp.ndarray, image_pe: jnp.ndarray, point_embedding: jnp.ndarray,
+               token_mask: jnp.ndarray | None = None) -> tuple[jnp.ndarray, jnp.ndarray]:
     """Runs the transformer.
 
     Args:
       image_embedding: (B, h, w, C).
       image_pe: (B, h, w, C) or broadcastable to it (e.g. (1, h, w, C)).
       point_embedding: (B, N, C) tokens, also used as their own PE.
+      token_mask: optional (B, N) bool; False tokens are left out of every attention over tokens,
+        so the other tokens' outputs equal those computed without them (fixed-shape prompts).
 
     Returns:
       queries (B, N, C) and keys (B, h*w, C).
@@ -117,7 +121,7 @@ class TwoWayTransformer(nn.Module):
     key_pe = jnp.broadcast_to(image_pe, image_embedding.shape).reshape(b, h * w, c)
     queries = point_embedding
     for layer in self.layers:
-      queries, keys = layer(queries, keys, point_embedding, key_pe)
+      queries, keys = layer(queries, keys, point_embedding, key_pe, token_mask)
     attn_out = self.final_attn_token_to_image(queries + point_embedding, keys + key_pe, keys)
     queries = self.norm_final_attn(queries + attn_out)
     return queries, keys
