@@ -11,11 +11,16 @@ folders (DAVIS / MOSE) clips of their annotated frames. A record is a msgpack ma
   object_ids    [int]
   masks         [[str]]: masks[frame][object], COCO compressed RLE counts of an (height, width) mask
 
-ArrayRecord files hold one serialized record per entry.
+ArrayRecord files hold one serialized record per entry. Converters write shards named
+`{name}-{shard:05d}-of-{num_shards:05d}.array_record` (`shard_path`, `write_shards`).
 """
 
 import dataclasses
-from typing import Sequence
+import functools
+import logging
+import multiprocessing
+import os
+from typing import Any, Callable, Sequence
 
 import msgpack
 import numpy as np
@@ -93,3 +98,88 @@ def write_array_record(path: str, records: Sequence[ClipRecord]) -> None:
   finally:
     writer.close()
   os.replace(tmp, path)
+
+
+def shard_path(output_dir: str, name: str, shard: int, num_shards: int) -> str:
+  """`{output_dir}/{name}-{shard:05d}-of-{num_shards:05d}.array_record`."""
+  return os.path.join(output_dir, f"{name}-{shard:05d}-of-{num_shards:05d}.array_record")
+
+
+@dataclasses.dataclass
+class ShardStats:
+  """What `write_shards` did: records written, items dropped (no record), error messages of skipped items."""
+  written: int = 0
+  dropped: int = 0
+  errors: list[str] = dataclasses.field(default_factory=list)
+  paths: list[str] = dataclasses.field(default_factory=list)
+
+
+def _convert(to_record: Callable[[Any], "ClipRecord | None"], item: Any) -> tuple["ClipRecord | None", str | None]:
+  try:
+    return to_record(item), None
+  except ValueError as e:
+    return None, str(e)
+
+
+def write_shards(
+    items: Sequence[Any],
+    to_record: Callable[[Any], "ClipRecord | None"],
+    output_dir: str,
+    name: str,
+    num_shards: int,
+    *,
+    num_workers: int = 0,
+    skip_errors: bool = False,
+    progress: bool = True,
+) -> ShardStats:
+  """Converts `items` with `to_record` and streams the records into `num_shards` ArrayRecord files.
+
+  Shard k holds the records of the k-th contiguous slice of `items`, in order; each shard is written
+  under a temporary name and renamed when complete, so a shard file that exists is whole. `to_record`
+  returns None to drop an item and raises ValueError on bad input: that stops the run (the message
+  should name the file) unless `skip_errors`, which logs and counts it instead. With `num_workers` > 0
+  the items are converted in that many processes (`to_record` must be picklable).
+  """
+  from array_record.python import array_record_module  # pylint: disable=g-import-not-at-top
+  import tqdm  # pylint: disable=g-import-not-at-top
+  if not items:
+    raise ValueError(f"No input items to write for {name!r}.")
+  if num_shards < 1:
+    raise ValueError(f"num_shards must be >= 1, got {num_shards}.")
+  num_shards = min(num_shards, len(items))
+  os.makedirs(output_dir, exist_ok=True)
+  bounds = [len(items) * k // num_shards for k in range(num_shards + 1)]
+  stats = ShardStats(paths=[shard_path(output_dir, name, k, num_shards) for k in range(num_shards)])
+  convert = functools.partial(_convert, to_record)
+  pool = multiprocessing.Pool(num_workers) if num_workers > 0 else None
+  results = pool.imap(convert, items) if pool else map(convert, items)
+  bar = tqdm.tqdm(total=len(items), desc=name, unit="item", disable=not progress)
+  try:
+    for shard, path in enumerate(stats.paths):
+      tmp = f"{path}.partial"
+      writer = array_record_module.ArrayRecordWriter(tmp, "group_size:1")
+      try:
+        for _ in range(bounds[shard], bounds[shard + 1]):
+          record, error = next(results)
+          bar.update()
+          if error is not None:
+            if not skip_errors:
+              raise ValueError(error)
+            logging.warning("Skipped: %s", error)
+            stats.errors.append(error)
+          elif record is None:
+            stats.dropped += 1
+          else:
+            writer.write(record.serialize())
+            stats.written += 1
+      except BaseException:
+        writer.close()
+        os.remove(tmp)
+        raise
+      writer.close()
+      os.replace(tmp, path)
+  finally:
+    bar.close()
+    if pool:
+      pool.terminate()
+  return stats
