@@ -253,7 +253,7 @@ def write_mp4(path: str, frames: np.ndarray, fps: int = FPS) -> None:
   try:
     with av.open(tmp, "w", format="mp4") as container:
       if "libx264" in av.codecs_available:
-        stream = container.add_stream("libx264", rate=fps, options={"crf": "12", "preset": "fast"})
+        stream = container.add_stream("libx264", rate=fps, options={"crf": "12", "preset": "veryfast"})
       else:
         stream = container.add_stream("mpeg4", rate=fps, options={"qscale": "2"})
       stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"

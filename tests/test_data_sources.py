@@ -275,7 +275,8 @@ def test_sav_reader_on_real_annotations():
   assert records.decode_rle(manual.masks[60][1], manual.height, manual.width).shape == (848, 480)
   first_visible = [next(i for i, row in enumerate(manual.masks) if records.decode_rle(row[j], 848, 480).any())
                    for j in range(5)]
-  content = json.load(open(os.path.join(SHARED_SAV, "sav_000001_manual.json")))
+  with open(os.path.join(SHARED_SAV, "sav_000001_manual.json")) as f:
+    content = json.load(f)
   assert first_visible == [int(f) for f in content["masklet_first_appeared_frame"]]  # Object 3 appears at 113.
   auto = sav.load_annotation(os.path.join(SHARED_SAV, "sav_000001_auto.json"), sav.AUTO_ID_OFFSET)
   merged = sav.merge(manual, auto)
