@@ -1,6 +1,7 @@
 """Helpers shared by the benchmarks: the official model, interleaved timing, result tables."""
 
 import os
+import platform
 import statistics
 import time
 from typing import Any, Callable, Sequence
@@ -69,12 +70,24 @@ def spread(xs: Sequence[float]) -> str:
   return f"{min(xs):.0f}-{max(xs):.0f}"
 
 
+def cpu_model() -> str:
+  """The CPU's model name (Linux), or the platform's processor string."""
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        if line.startswith("model name"):
+          return line.split(":", 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor() or "unknown CPU"
+
+
 def thread_info() -> str:
-  """Thread settings of both frameworks (left at their defaults by the benchmarks)."""
+  """CPU and thread settings of both frameworks (left at their defaults by the benchmarks)."""
   import torch
 
   flags = os.environ.get("XLA_FLAGS", "")
-  return (f"cpus={os.cpu_count()} torch {torch.__version__} threads={torch.get_num_threads()} "
+  return (f"{cpu_model()}, cpus={os.cpu_count()} | torch {torch.__version__} threads={torch.get_num_threads()} "
           f"interop={torch.get_num_interop_threads()} | jax {jax.__version__} backend={jax.default_backend()} "
           f"devices={jax.device_count()} XLA_FLAGS={flags!r}")
 
