@@ -47,7 +47,12 @@ def get_model_config(config_name: str, **overrides) -> ml_collections.FrozenConf
   for key, value in overrides.items():
     if key not in config:
       raise ValueError(f"Unknown model config override {key!r}; valid keys: {', '.join(sorted(config.keys()))}.")
-    config[key] = value
+    if isinstance(config[key], ml_collections.ConfigDict):  # a nested group, e.g. trunk=dict(embed_dim=32)
+      config[key].update(dict(value))
+    else:
+      config[key] = value
+  if "trunk" in overrides and "neck" not in overrides:  # keep the neck's inputs the trunk's stage widths
+    config.neck.backbone_channel_list = tuple(config.trunk.embed_dim * 2**i for i in reversed(range(4)))
   if config.image_size % 32 or config.image_size < 64:
     raise ValueError(f"image_size must be a positive multiple of 32 (at least 64), got {config.image_size}.")
   return ml_collections.FrozenConfigDict(config)
@@ -106,7 +111,8 @@ def build_sam2(config_name: str | None = None, checkpoint: str | os.PathLike | N
       `python -m sam2_jax.convert`, or None for random weights.
     apply_postprocessing: dynamic multimask fallback via stability, as the official builder.
     seed: seed of the random initialisation when `checkpoint` is None.
-    **overrides: model config fields, e.g. image_size=512 or compute_dtype="bfloat16".
+    **overrides: model config fields, e.g. image_size=512 or compute_dtype="bfloat16"; nested groups
+      take dicts, e.g. trunk=dict(stages=(1, 1, 1, 1)).
   """
   if apply_postprocessing:
     overrides = {**POSTPROCESSING, **overrides}

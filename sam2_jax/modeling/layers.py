@@ -36,3 +36,25 @@ class MLP(nn.Module):
       if not last:
         x = self.activation(x)
     return nn.sigmoid(x) if self.sigmoid_output else x
+
+
+class DepthwiseConv(nn.Module):
+  """Depthwise 2-D convolution ("same" size, stride 1) as a sum of shifted products.
+
+  Params are those of `nn.Conv(..., feature_group_count=C)` (kernel (k, k, 1, C), bias (C,)). The
+  shifted-sum form computes the same result, and its gradient stays a cheap elementwise product:
+  XLA's CPU backend lowers the filter gradient of a grouped convolution as a dense C x C one.
+  """
+  kernel_size: int
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+    k, c = self.kernel_size, x.shape[-1]
+    kernel = self.param("kernel", nn.initializers.lecun_normal(), (k, k, 1, c)).astype(self.dtype)
+    bias = self.param("bias", nn.initializers.zeros, (c,)).astype(self.dtype)
+    h, w = x.shape[-3:-1]
+    pad = k // 2
+    xp = jnp.pad(x.astype(self.dtype), [(0, 0)] * (x.ndim - 3) + [(pad, pad), (pad, pad), (0, 0)])
+    out = sum(xp[..., i:i + h, j:j + w, :] * kernel[i, j, 0] for i in range(k) for j in range(k))
+    return out + bias

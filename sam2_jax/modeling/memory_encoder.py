@@ -7,7 +7,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from sam2_jax.modeling.layers import gelu, layer_norm
+from sam2_jax.modeling.layers import DepthwiseConv, gelu, layer_norm
 from sam2_jax.modeling.position_encoding import sine_pe_2d
 
 Dtype = Any
@@ -47,17 +47,14 @@ class MaskDownSampler(nn.Module):
 class CXBlock(nn.Module):
   """ConvNeXt block: depthwise conv, LayerNorm2d, pointwise MLP (GELU), layer scale `gamma`, residual."""
   dim: int = 256
-  kernel_size: int = 7
-  padding: int = 3
+  kernel_size: int = 7  # "same" padding (the official padding 3)
   layer_scale_init_value: float = 1e-6
   dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
     """(B, H, W, dim) -> (B, H, W, dim)."""
-    pad = ((self.padding, self.padding), (self.padding, self.padding))
-    y = nn.Conv(self.dim, (self.kernel_size, self.kernel_size), padding=pad, feature_group_count=self.dim,
-                dtype=self.dtype, name="dwconv")(x)
+    y = DepthwiseConv(self.kernel_size, dtype=self.dtype, name="dwconv")(x)
     y = layer_norm(1e-6, name="norm")(y).astype(y.dtype)
     y = nn.Dense(4 * self.dim, dtype=self.dtype, name="pwconv1")(y)
     y = gelu(y)

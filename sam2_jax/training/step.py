@@ -1,0 +1,201 @@
+"""The SAM 2 training forward pass and train step: image encoder over all frames, then a scan over
+frames carrying the memory bank, with the official interactive prompt simulation and losses.
+
+Batches (from `sam2_jax.data.pipeline`): images uint8 (B, T, S, S, 3), masks bool (B, T, O, S, S),
+obj_valid bool (B, O). The O objects of the B clips are flattened to N = B * O tracked objects,
+each with its clip's image features, as the official trainer does. Prompts live in fixed-size
+buffers with a token mask, so every frame has the same shapes whatever prompts it received.
+"""
+
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from sam2_jax.modeling import track
+from sam2_jax.modeling.memory_bank import MemoryBank
+from sam2_jax.modeling.sam2 import HIDDEN_DIM, NO_OBJ_SCORE, SAM2, resize
+from sam2_jax.predictors.transforms import IMAGENET_MEAN, IMAGENET_STD
+from sam2_jax.training import losses
+from sam2_jax.training import prompt_simulation as ps
+
+Params = Any
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: Params
+  opt_state: Any
+  rng: jax.Array
+
+
+def _sam_heads(module: SAM2, pix, high_res, coords, labels, num_points, mask_inputs, has_mask):
+  """SAM heads with a point buffer (N, P, 2) of which the first `num_points` are real (traced).
+
+  Equals the official `_forward_sam_heads` with exactly those points (or its padding point when
+  there are none), a mask prompt when `has_mask`, and the official multimask rule (1 point or
+  less -> 3 masks). Single-mask outputs are repeated 3 times so shapes never change.
+  """
+  n, p = labels.shape
+  real = jnp.arange(p) < num_points
+  labels = jnp.where(real, labels, -1)
+  coords = jnp.where(real[..., None], coords, 0.0)
+  sparse, dense_no_mask = module.sam_prompt_encoder((coords, labels), None, None)
+  _, dense_mask = module.sam_prompt_encoder((coords, labels), None, jnp.moveaxis(mask_inputs, 1, -1))
+  dense = jnp.where(has_mask, dense_mask, dense_no_mask)
+  token_mask = jnp.concatenate([jnp.broadcast_to(jnp.arange(p) < jnp.maximum(num_points, 1), (n, p)),
+                                jnp.ones((n, 1), bool)], axis=1)
+  masks, ious, tokens, score = module.sam_mask_decoder.predict_masks(
+      pix, module.sam_prompt_encoder.get_dense_pe(), sparse, dense, False, high_res, token_mask)
+  multimask = num_points <= module.config.multimask_max_pt_num
+  best_multi = jnp.argmax(ious[:, 1:], axis=-1) + 1
+  multi_masks = jnp.where(multimask, masks[:, 1:], jnp.repeat(masks[:, :1], 3, axis=1)).astype(jnp.float32)
+  multi_ious = jnp.where(multimask, ious[:, 1:], jnp.repeat(ious[:, :1], 3, axis=1)).astype(jnp.float32)
+  token_idx = jnp.where(multimask, best_multi, 0)
+  sam_token = jnp.take_along_axis(tokens, token_idx[:, None, None], axis=1)[:, 0]
+  appearing = score > 0
+  low_res_multi = jnp.where(appearing[:, :, None, None], multi_masks, NO_OBJ_SCORE)
+  size = module.config.image_size
+  high_res_multi = resize(low_res_multi, (size, size))
+  best = jnp.argmax(multi_ious, axis=-1)[:, None, None, None]
+  return dict(low_res_multimasks=low_res_multi, high_res_multimasks=high_res_multi, ious=multi_ious,
+              low_res_masks=jnp.take_along_axis(low_res_multi, best, axis=1),
+              high_res_masks=jnp.take_along_axis(high_res_multi, best, axis=1),
+              obj_ptr=module._mix_no_obj_ptr(module.obj_ptr_proj(sam_token), appearing),  # pylint: disable=protected-access
+              object_score_logits=score.astype(jnp.float32))
+
+
+def clip_losses(module: SAM2, batch: dict[str, jax.Array], key: jax.Array, prompts: ml_collections.ConfigDict,
+                loss_config: losses.LossConfig = losses.LossConfig(), freeze_image_encoder: bool = False,
+                remat: bool = False) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """The official training loss of a batch of clips (use through `module.apply`)."""
+  images, gt_masks, valid = batch["images"], batch["masks"], batch["obj_valid"]
+  b, t, s = images.shape[:3]
+  o = gt_masks.shape[2]
+  n = b * o
+  x = (images.reshape(b * t, s, s, 3).astype(jnp.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
+  feats = module.forward_image(x)
+  if freeze_image_encoder:
+    feats = jax.lax.stop_gradient(feats)
+  per_object = lambda f: jnp.repeat(jnp.swapaxes(f.reshape(b, t, *f.shape[1:]), 0, 1), o, axis=1)  # (T, N, ...)
+  vision = per_object(feats["vision_features"])
+  high_res = [per_object(f) for f in feats["high_res_features"]]
+  gt = jnp.swapaxes(gt_masks, 0, 1).reshape(t, n, s, s)
+  valid = valid.reshape(n)
+
+  k_plan, k_steps = jax.random.split(key)
+  plan = ps.sample_clip_plan(k_plan, t, prompts)
+  num_pts = 2 + prompts.num_correction_pt_per_frame
+  num_cond = min(t, max(prompts.num_init_cond_frames,
+                        prompts.num_frames_to_correct if prompts.add_all_frames_to_correct_as_cond else 0, 1))
+  bank = MemoryBank.empty(module.config, n, num_cond, training=True, dtype=jnp.float32)
+  zero = {k: jnp.zeros((), jnp.float32) for k in losses.LOSS_KEYS}
+
+  def frame_step(carry, xs):
+    bank, num_cond_used, sums = carry
+    frame, step_key = xs
+    k_box, k_click, k_corr = jax.random.split(step_key, 3)
+    is_init, correct = plan["init_cond"][frame], plan["correct"][frame]
+    f = {"vision_features": vision[frame], "vision_pos_enc": feats["vision_pos_enc"],
+         "high_res_features": [h[frame] for h in high_res]}
+    gt_t = gt[frame]
+    backbone = f["vision_features"]
+    pix = jax.lax.cond(
+        is_init, lambda: backbone + module.no_mem_embed[0].astype(backbone.dtype),
+        lambda: track.conditioned_features(module, bank, f, frame, t, False, False, training=True,
+                                           deterministic=False).astype(backbone.dtype))
+
+    # Initial prompt: the GT mask (taken as the output), or a noisy box / one click.
+    use_box = plan["use_box"][frame]
+    box_pts, box_lbl = ps.sample_box_points(k_box, gt_t, prompts.box_noise, prompts.box_noise_bound)
+    click_pt, click_lbl = ps.sample_points_from_errors(k_click, gt_t, jnp.zeros_like(gt_t))
+    coords = jnp.zeros((n, num_pts, 2), jnp.float32)
+    labels = -jnp.ones((n, num_pts), jnp.int32)
+    prompted = is_init & plan["use_pt"]
+    coords = jnp.where(use_box, coords.at[:, :2].set(box_pts), coords.at[:, 0].set(click_pt))
+    labels = jnp.where(use_box, labels.at[:, :2].set(box_lbl), labels.at[:, 0].set(click_lbl))
+    count = jnp.where(prompted, jnp.where(use_box, 2, 1), 0)
+    low_res_size = 4 * module.embedding_size
+    no_mask = jnp.zeros((n, 1, low_res_size, low_res_size), jnp.float32)
+    def mask_as_output():
+      o = module.use_mask_as_output(backbone, f["high_res_features"], gt_t[:, None])
+      triple = lambda x: jnp.repeat(x, 3, axis=1)
+      return dict(o, low_res_multimasks=triple(o["low_res_multimasks"]),
+                  high_res_multimasks=triple(o["high_res_multimasks"]), ious=triple(o["ious"]))
+
+    out = jax.lax.cond(
+        is_init & ~plan["use_pt"], mask_as_output,
+        lambda: _sam_heads(module, pix, f["high_res_features"], coords, labels, count, no_mask, False))
+
+    def step_loss(o):
+      terms = losses.step_losses(o["high_res_multimasks"], o["ious"], o["object_score_logits"], gt_t, loss_config)
+      return {k: jnp.sum(v * valid) for k, v in terms.items()}
+
+    kept = ("low_res_masks", "high_res_masks", "obj_ptr", "object_score_logits")
+    out, frame_sums = {k: out[k] for k in kept}, step_loss(out)
+
+    # Correction rounds: a click from each object's error region, the previous logits as mask prompt.
+    def correction_round(args, round_key):
+      out, coords, labels, count, frame_sums = args
+      k_gt, k_pt = jax.random.split(round_key)
+      from_gt = jax.random.uniform(k_gt) < prompts.prob_to_sample_from_gt
+      pred = jnp.where(from_gt, False, out["high_res_masks"][:, 0] > 0)
+      pt, lbl = ps.sample_points_from_errors(k_pt, gt_t, pred)
+      coords = coords.at[:, count].set(pt)
+      labels = labels.at[:, count].set(lbl)
+      new = _sam_heads(module, pix, f["high_res_features"], coords, labels, count + 1, out["low_res_masks"], True)
+      frame_sums = jax.tree.map(jnp.add, frame_sums, step_loss(new))
+      return ({k: new[k] for k in kept}, coords, labels, count + 1, frame_sums), None
+
+    def corrections(args):
+      return jax.lax.scan(correction_round, args, jax.random.split(k_corr, prompts.num_correction_pt_per_frame))[0]
+
+    out, coords, labels, count, frame_sums = jax.lax.cond(
+        correct, corrections, lambda a: a, (out, coords, labels, count, frame_sums))
+    mem, _ = module.encode_new_memory(backbone, out["high_res_masks"], out["object_score_logits"], False)
+    mem = mem.astype(jnp.float32)
+    as_cond = is_init | (prompts.add_all_frames_to_correct_as_cond & correct)
+    cond_bank = bank.add_cond(jnp.minimum(num_cond_used, num_cond - 1), frame, mem, out["obj_ptr"],
+                              jnp.ones((n,), bool))
+    recent_bank = bank.add_recent(frame, mem, out["obj_ptr"], jnp.ones((n,), bool))
+    bank = jax.tree.map(lambda c, r: jnp.where(as_cond, c, r), cond_bank, recent_bank)
+    sums = jax.tree.map(jnp.add, sums, frame_sums)
+    iou = _mask_iou(out["high_res_masks"][:, 0] > 0, gt_t)
+    return (bank, num_cond_used + as_cond.astype(jnp.int32), sums), iou
+
+  body = jax.checkpoint(frame_step) if remat else frame_step
+  (_, _, sums), ious = jax.lax.scan(body, (bank, jnp.zeros((), jnp.int32), zero),
+                                    (plan["order"], jax.random.split(k_steps, t)))
+  num_objects = jnp.maximum(jnp.sum(valid.astype(jnp.float32)), 1.0)
+  terms = {k: v / num_objects for k, v in sums.items()}
+  total = losses.combine_losses(terms, loss_config)
+  metrics = dict(terms, loss=total, mask_iou=jnp.sum(ious * valid) / (num_objects * t),
+                 num_objects=num_objects)
+  return total, metrics
+
+
+def _mask_iou(pred: jax.Array, gt: jax.Array) -> jax.Array:
+  inter = jnp.sum(pred & gt, axis=(-2, -1)).astype(jnp.float32)
+  union = jnp.sum(pred | gt, axis=(-2, -1)).astype(jnp.float32)
+  return jnp.where(union > 0, inter / jnp.maximum(union, 1.0), 1.0)
+
+
+def train_step(module: SAM2, tx: optax.GradientTransformation, state: TrainState, batch: dict[str, jax.Array],
+               prompts: ml_collections.ConfigDict, loss_config: losses.LossConfig = losses.LossConfig(),
+               freeze_image_encoder: bool = False, remat: bool = False) -> tuple[TrainState, dict[str, jax.Array]]:
+  """One optimisation step: loss and gradients of `clip_losses`, then the optimizer update."""
+  rng, key, dropout_key = jax.random.split(state.rng, 3)
+
+  def loss_fn(params):
+    return module.apply({"params": params}, batch, key, prompts, loss_config, freeze_image_encoder, remat,
+                        method=clip_losses, rngs={"dropout": dropout_key})
+
+  (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  metrics = dict(metrics, grad_norm=optax.global_norm(grads))
+  return TrainState(step=state.step + 1, params=params, opt_state=opt_state, rng=rng), metrics

@@ -1,0 +1,192 @@
+r"""Trains SAM 2 on mixed image and video data.
+
+  python train.py --config=configs/train.py:demo --workdir=/tmp/sam2_demo
+  python train.py --config=configs/train.py:sa1b_sav_b+ --workdir=gs://... \
+      --config.data.sources.sa1b.paths='/data/sa1b/*.array_record' --config.data.sources.sav.paths=...
+
+The run resumes from the latest checkpoint in --workdir (params, optimizer state, step, RNG and
+the data iterator's position). Metrics go to TensorBoard event files (workdir/tensorboard), to
+workdir/metrics.jsonl and to a progress line; periodic evaluation prints
+`eval step=<n> J&F=<value> copy_first_frame_J&F=<value>`.
+"""
+
+import functools
+import json
+import os
+import time
+
+from absl import app
+from absl import flags
+from ml_collections import config_flags
+
+from sam2_jax.training import sharding  # first: multi-host initialisation precedes any JAX call
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Training config, e.g. configs/train.py:demo.")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints, logs and generated data go here.")
+
+
+def prepare_synthetic(config, data_dir: str) -> None:
+  """Generates the demo's synthetic SA-1B / SA-V / held-out data and converts it to ArrayRecord (once)."""
+  from data import sa1b_to_arrayrecord, sav_to_arrayrecord, synthetic  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+  s = config.synthetic
+  done = os.path.join(data_dir, "READY")
+  if jax.process_index() == 0 and not os.path.exists(done):
+    synthetic.generate(data_dir, s.num_images, s.num_videos, s.num_eval_videos, s.size, num_frames=s.num_frames,
+                       eval_num_frames=s.eval_num_frames, seed=0)
+    sa1b_to_arrayrecord.convert(os.path.join(data_dir, "sa1b"), os.path.join(data_dir, "records"), 4)
+    sav_to_arrayrecord.convert(os.path.join(data_dir, "sav"), os.path.join(data_dir, "records"), 4)
+    open(done, "w").close()
+  while not os.path.exists(done):  # other hosts wait for host 0
+    time.sleep(1)
+  config.data.sources.sa1b.paths = os.path.join(data_dir, "records", "sa1b-*.array_record")
+  config.data.sources.sav.paths = os.path.join(data_dir, "records", "sav-*.array_record")
+  config.eval_data = os.path.join(data_dir, "vos_eval")
+
+
+def matmul_flops_per_second(size: int = 1024) -> float:
+  """Measured float32 matmul rate of one device (the MFU denominator)."""
+  import jax, jax.numpy as jnp  # pylint: disable=g-import-not-at-top,multiple-import
+  x = jnp.ones((size, size), jnp.float32)
+  f = jax.jit(lambda a: a @ a)
+  f(x).block_until_ready()
+  t0, n = time.perf_counter(), 5
+  for _ in range(n):
+    f(x).block_until_ready()
+  return 2 * size**3 * n / (time.perf_counter() - t0)
+
+
+def main(argv):
+  del argv
+  sharding.maybe_initialize_distributed()
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+  from sam2_jax.build_sam import SAM2Model, build_sam2, get_model_config  # pylint: disable=g-import-not-at-top
+  from sam2_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  from sam2_jax.evaluation import vos_inference  # pylint: disable=g-import-not-at-top
+  from sam2_jax.modeling.sam2 import SAM2  # pylint: disable=g-import-not-at-top
+  from sam2_jax.predictors.video import SAM2VideoPredictor  # pylint: disable=g-import-not-at-top
+  from sam2_jax.training import optimizer, step  # pylint: disable=g-import-not-at-top
+
+  config, workdir = _CONFIG.value, os.path.abspath(_WORKDIR.value)
+  os.makedirs(workdir, exist_ok=True)
+  if config.synthetic.generate:
+    prepare_synthetic(config, os.path.join(workdir, "data"))
+  overrides = config.model_overrides.to_dict()
+  model_config = get_model_config(config.model_name, **overrides)
+  module = SAM2(model_config)
+  mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp)
+
+  def init_params(key):
+    image = jnp.zeros((1, model_config.image_size, model_config.image_size, 3))
+    return module.init(key, image)["params"]
+
+  abstract_params = jax.eval_shape(init_params, jax.random.key(0))
+  tx = optimizer.make_optimizer(config.optimizer, abstract_params, config.num_steps)
+
+  def init_state(params, key):
+    return step.TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params), rng=key)
+
+  abstract_state = jax.eval_shape(init_state, abstract_params, jax.random.key(0))
+  state_shardings = sharding.param_shardings(abstract_state, mesh)
+  manager = ocp.CheckpointManager(os.path.join(workdir, "checkpoints"), options=ocp.CheckpointManagerOptions(
+      max_to_keep=config.keep_checkpoints, enable_async_checkpointing=True))
+
+  dataset = pipeline.make_dataset(config.data, jax.process_index(), jax.process_count(), seed=config.seed)
+  data_iter = iter(dataset)
+  stats = pipeline.DataStats(pipeline.source_names(config.data))
+  latest = manager.latest_step()
+  if latest is not None:
+    target = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract_state,
+                          state_shardings)
+    restored = manager.restore(latest, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(target), data_iter=ocp.args.JsonRestore(),
+        data_stats=ocp.args.JsonRestore()))
+    state = restored["state"]
+    data_iter.set_state(restored["data_iter"])
+    stats.set_state(restored["data_stats"])
+    print(f"Resumed from step {latest} in {workdir}")
+  else:
+    key_init, key_train = jax.random.split(jax.random.key(config.seed))
+    if config.init_checkpoint:
+      params = build_sam2(config.model_name, config.init_checkpoint, apply_postprocessing=False, **overrides).params
+    else:
+      params = jax.jit(init_params, out_shardings=state_shardings.params)(key_init)
+    state = jax.jit(init_state, out_shardings=state_shardings)(params, key_train)
+
+  train_step = jax.jit(
+      functools.partial(step.train_step, module, tx, prompts=config.prompts,
+                        freeze_image_encoder=config.freeze_image_encoder, remat=config.remat),
+      in_shardings=(state_shardings, sharding.batch_sharding(mesh)), out_shardings=(state_shardings, None),
+      donate_argnums=0)
+  lr_schedule = optimizer.lr_factor_schedule(config.num_steps, config.optimizer.warmup_steps,
+                                             config.optimizer.end_lr_factor)
+  peak = matmul_flops_per_second() * jax.device_count()
+  flops_per_step: dict[tuple, float] = {}
+  writer = SummaryWriter(os.path.join(workdir, "tensorboard")) if jax.process_index() == 0 else None
+  jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a") if jax.process_index() == 0 else None
+
+  def log(step_num: int, values: dict) -> None:
+    if writer is None:
+      return
+    for k, v in values.items():
+      writer.add_scalar(k, v, step_num)
+    jsonl.write(json.dumps({"step": step_num, **values}) + "\n")
+    jsonl.flush()
+
+  def evaluate(step_num: int, state) -> None:
+    if not config.eval_data:
+      return
+    params = jax.device_get(state.params)
+    predictor = SAM2VideoPredictor(SAM2Model(model_config, params))
+    jf, copy_jf = vos_inference.evaluate_tracker(predictor, config.eval_data,
+                                                 os.path.join(workdir, "eval", f"step_{step_num}"),
+                                                 config.eval_max_videos)
+    print(f"eval step={step_num} J&F={jf:.1f} copy_first_frame_J&F={copy_jf:.1f}", flush=True)
+    log(step_num, {"eval/J&F": jf, "eval/copy_first_frame_J&F": copy_jf})
+
+  start = int(state.step)
+  t_last, frames = time.perf_counter(), 0
+  for step_num in range(start + 1, config.num_steps + 1):
+    batch = next(data_iter)
+    stats.update(batch)
+    model_batch = {k: batch[k] for k in ("images", "masks", "obj_valid")}
+    frames += int(np.prod(batch["images"].shape[:2])) * jax.process_count()
+    global_batch = sharding.global_batch(model_batch, mesh)
+    shape_key = batch["images"].shape
+    if shape_key not in flops_per_step:
+      cost = train_step.lower(state, global_batch).compile().cost_analysis()
+      cost = cost[0] if isinstance(cost, list) else cost
+      flops_per_step[shape_key] = float(cost.get("flops", 0.0)) if cost else 0.0
+    state, metrics = train_step(state, global_batch)
+    if step_num % config.log_every == 0 or step_num == config.num_steps:
+      metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+      elapsed = time.perf_counter() - t_last
+      steps_done = config.log_every if step_num % config.log_every == 0 else step_num % config.log_every
+      metrics.update({"lr": config.optimizer.lr * float(lr_schedule(step_num - 1)), "frames_per_second":
+                      frames / elapsed, "mfu": flops_per_step[shape_key] * steps_done / elapsed / peak})
+      metrics.update(stats.metrics())
+      log(step_num, metrics)
+      print(f"step {step_num}/{config.num_steps} loss={metrics['loss']:.4f} lr={metrics['lr']:.2e} "
+            f"grad_norm={metrics['grad_norm']:.3f} fps={metrics['frames_per_second']:.1f} "
+            f"mfu={100 * metrics['mfu']:.1f}%", flush=True)
+      t_last, frames = time.perf_counter(), 0
+    if step_num % config.checkpoint_every == 0 or step_num == config.num_steps:
+      manager.save(step_num, args=ocp.args.Composite(
+          state=ocp.args.StandardSave(state), data_iter=ocp.args.JsonSave(data_iter.get_state()),
+          data_stats=ocp.args.JsonSave(stats.get_state())))
+    if config.eval_every and (step_num % config.eval_every == 0 or step_num == config.num_steps):
+      manager.wait_until_finished()
+      evaluate(step_num, state)
+  manager.wait_until_finished()
+  if writer is not None:
+    writer.close()
+    jsonl.close()
+
+
+if __name__ == "__main__":
+  flags.mark_flags_as_required(["config", "workdir"])
+  app.run(main)
