@@ -264,7 +264,7 @@ class RssSampler:
 def memory_child(num_frames: int) -> None:
   """Propagates one click through `num_frames` frames (JAX only) and prints resident memory figures.
 
-  The scan lengths are compiled first (a short propagation per length), so that the timed
+  The scan lengths are compiled first (a short propagation per length), so that the measured
   propagation shows steady-state memory; the process high-water mark (VmHWM) includes
   compilation.
   """
@@ -274,8 +274,11 @@ def memory_child(num_frames: int) -> None:
   with tempfile.TemporaryDirectory() as tmp:
     state = predictor.init_state(frames_folder(_FRAMES_DIR.value, num_frames, tmp))
     add_clicks(predictor, state, 1)
-    for length in chunk_lengths(num_frames, _CHUNK_SIZE.value):
-      propagate_ours(predictor, state, max_frames=length)
+    # The same scan lengths in every run (those of all --memory_frames counts), so that the runs
+    # hold the same compiled code and differ only by their frames and per-frame outputs.
+    lengths = {k for n in _MEMORY_FRAMES.value for k in chunk_lengths(int(n), _CHUNK_SIZE.value)}
+    for length in sorted(lengths):
+      propagate_ours(predictor, state, max_frames=min(length, num_frames))
     before = _rss_kb()
     with RssSampler() as sampler:
       frames = sum(1 for _ in predictor.propagate_in_video(state))
@@ -291,7 +294,7 @@ def measure_memory(frame_counts: list[int]) -> dict[int, dict[str, int]]:
   for n in frame_counts:
     cmd = [sys.executable, "-m", "bench.video", f"--memory_child={n}", f"--config={_CONFIG.value}",
            f"--memory_image_size={_MEMORY_IMAGE_SIZE.value}", f"--frames_dir={_FRAMES_DIR.value}",
-           f"--chunk_size={_CHUNK_SIZE.value}"]
+           f"--chunk_size={_CHUNK_SIZE.value}", f"--memory_frames={','.join(_MEMORY_FRAMES.value)}"]
     proc = subprocess.run(cmd, cwd=_REPO_ROOT, capture_output=True, text=True, check=False)
     line = next((l for l in proc.stdout.splitlines() if l.startswith("MEMORY ")), None)
     if proc.returncode or line is None:
