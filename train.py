@@ -125,7 +125,7 @@ def main(argv):
   lr_schedule = optimizer.lr_factor_schedule(config.num_steps, config.optimizer.warmup_steps,
                                              config.optimizer.end_lr_factor)
   peak = matmul_flops_per_second() * jax.device_count()
-  flops_per_step: dict[tuple, float] = {}
+  compiled, flops_per_step = {}, {}
   writer = SummaryWriter(os.path.join(workdir, "tensorboard")) if jax.process_index() == 0 else None
   jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a") if jax.process_index() == 0 else None
 
@@ -157,11 +157,12 @@ def main(argv):
     frames += int(np.prod(batch["images"].shape[:2])) * jax.process_count()
     global_batch = sharding.global_batch(model_batch, mesh)
     shape_key = batch["images"].shape
-    if shape_key not in flops_per_step:
-      cost = train_step.lower(state, global_batch).compile().cost_analysis()
+    if shape_key not in compiled:  # image and video batches: one executable each
+      compiled[shape_key] = train_step.lower(state, global_batch).compile()
+      cost = compiled[shape_key].cost_analysis()
       cost = cost[0] if isinstance(cost, list) else cost
       flops_per_step[shape_key] = float(cost.get("flops", 0.0)) if cost else 0.0
-    state, metrics = train_step(state, global_batch)
+    state, metrics = compiled[shape_key](state, global_batch)
     if step_num % config.log_every == 0 or step_num == config.num_steps:
       metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
       elapsed = time.perf_counter() - t_last
