@@ -1,6 +1,7 @@
-r"""Converts an official SAM 2 PyTorch checkpoint to a sam2_jax (Orbax) model checkpoint.
+r"""Converts between official SAM 2 PyTorch checkpoints and sam2_jax (Orbax) model checkpoints.
 
   python -m sam2_jax.convert --checkpoint=sam2.1_hiera_tiny.pt --config=sam2.1_hiera_t --output=DIR
+  python -m sam2_jax.convert --to-torch --checkpoint=DIR --output=sam2.1_hiera_tiny_jax.pt
 
 `--config` may be left out: the checkpoint's keys and shapes decide it. The conversion is strict:
 every missing, unexpected or mis-shaped key is reported in one error and nothing is written.
@@ -17,7 +18,8 @@ from sam2_jax.checkpoint import torch as torch_ckpt
 
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Official .pt checkpoint (or a training checkpoint).")
 _CONFIG = flags.DEFINE_string("config", None, "Official config name, e.g. sam2.1_hiera_t (default: inferred).")
-_OUTPUT = flags.DEFINE_string("output", None, "Directory to write; must not exist.")
+_OUTPUT = flags.DEFINE_string("output", None, "Directory (or .pt file with --to-torch) to write; must not exist.")
+_TO_TORCH = flags.DEFINE_bool("to-torch", False, "Write a sam2_jax checkpoint as an official-format .pt instead.")
 
 
 def convert(checkpoint: str, output: str, config_name: str | None = None) -> str:
@@ -29,13 +31,23 @@ def convert(checkpoint: str, output: str, config_name: str | None = None) -> str
   return config.name
 
 
+def convert_to_torch(checkpoint: str, output: str) -> str:
+  """Writes the params of a sam2_jax checkpoint as an official `.pt`; returns the config name."""
+  model = build_sam.build_sam2(checkpoint=checkpoint, apply_postprocessing=False)
+  torch_ckpt.write_torch_checkpoint(output, build_sam.to_state_dict(model))
+  return model.config.name
+
+
 def main(argv):
   del argv
   for flag in (_CHECKPOINT, _OUTPUT):
     if not flag.value:
       raise app.UsageError(f"--{flag.name} is required.")
   try:
-    name = convert(_CHECKPOINT.value, _OUTPUT.value, _CONFIG.value)
+    if _TO_TORCH.value:
+      name = convert_to_torch(_CHECKPOINT.value, _OUTPUT.value)
+    else:
+      name = convert(_CHECKPOINT.value, _OUTPUT.value, _CONFIG.value)
   except ValueError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)

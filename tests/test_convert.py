@@ -117,3 +117,20 @@ def test_bad_inputs(tmp_path, official_t):
     build_sam2("sam3_hiera_t")
   with pytest.raises(ValueError, match="multiple of 32"):
     build_sam2("sam2.1_hiera_t", image_size=1000)
+
+
+def test_to_torch_round_trip_loads_in_official_model(tmp_path, official_t):
+  pt = _save_pt(tmp_path / "in.pt", official_t)
+  convert(pt, str(tmp_path / "jax"))
+  run = subprocess.run([sys.executable, "-m", "sam2_jax.convert", "--to-torch", f"--checkpoint={tmp_path / 'jax'}",
+                        f"--output={tmp_path / 'out.pt'}"], capture_output=True, text=True,
+                       cwd=os.path.dirname(os.path.dirname(__file__)))
+  assert run.returncode == 0, run.stderr
+  back = torch.load(tmp_path / "out.pt", weights_only=True)["model"]
+  assert set(back) == set(official_t)
+  for key, value in official_t.items():
+    np.testing.assert_array_equal(back[key].numpy(), value, err_msg=key)
+  from tests.oracle import official_config_path, sam2_build  # pylint: disable=g-import-not-at-top
+  sam2_build.build_sam2(official_config_path("sam2.1_hiera_t"), ckpt_path=str(tmp_path / "out.pt"), device="cpu",
+                        hydra_overrides_extra=["++model.image_size=256"])  # strict load
+  assert not (tmp_path / "out.pt.partial").exists()

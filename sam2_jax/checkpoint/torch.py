@@ -132,3 +132,19 @@ def read_torch_checkpoint(path: str | os.PathLike) -> dict[str, np.ndarray]:
   if not isinstance(ckpt, Mapping) or not all(hasattr(v, "shape") for v in ckpt.values()):
     raise ValueError(f"{path!r} is not an official SAM 2 checkpoint: expected a dict with a 'model' state dict.")
   return {k: _to_numpy(v) for k, v in ckpt.items()}
+
+
+def write_torch_checkpoint(path: str | os.PathLike, state_dict: Mapping[str, np.ndarray]) -> None:
+  """Writes `{"model": state_dict}` as an official-format `.pt` (through a temporary file)."""
+  import torch  # pylint: disable=g-import-not-at-top
+  path = os.fspath(path)
+  if os.path.exists(path):
+    raise ValueError(f"Output file {path!r} already exists; refusing to overwrite it.")
+  tmp = f"{path}.partial"
+  try:
+    torch.save({"model": {k: torch.from_numpy(np.array(v, np.float32)) for k, v in state_dict.items()}}, tmp)
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+
