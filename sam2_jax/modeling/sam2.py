@@ -81,8 +81,7 @@ class SAM2(nn.Module):
         pix.reshape(b, -1, HIDDEN_DIM), mem.reshape(b, -1, self.config.mem_dim),
         feats["vision_pos_enc"].reshape(b, -1, HIDDEN_DIM), mem_pos.reshape(b, -1, self.config.mem_dim),
         num_obj_ptr_tokens=0)
-    return dict(out, memory=mem, mask_out=mask_out["obj_ptr"], tokens=tokens[0], conditioned=conditioned,
-                tpos=self.maskmem_tpos_enc, no_mem=self.no_mem_pos_enc)
+    return dict(out, memory=mem, mask_out=mask_out["obj_ptr"], tokens=tokens[0], conditioned=conditioned)
 
   def forward_image(self, images: jnp.ndarray) -> dict[str, Any]:
     """Image features of normalised images (B, H, W, 3).
