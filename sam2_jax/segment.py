@@ -1,0 +1,294 @@
+r"""Segments an image or tracks one object through a video from a point, box or mask prompt.
+
+  python -m sam2_jax.segment --checkpoint=sam2.1_hiera_tiny.pt --input=video.mp4 \
+      --points="210,350;250,220,0" --frame=0 --output=out/
+
+Prompts (exactly one kind), in pixels of the input:
+  --points="x,y[,label];..."  clicks, label 1 (foreground, the default) or 0 (background);
+  --box="x0,y0,x1,y1"         a box;
+  --mask=PNG                  a mask PNG of the input's size (non-zero pixels = object).
+
+An input is an image (a .jpg/.jpeg/.png file) or a video (a .mp4/.mov/.webm file or a folder of
+JPEG frames named by index). A video is tracked forwards from the prompted `--frame` and, when it
+is not the first, backwards too. Written files:
+  image: {output}/mask.png (palette PNG, object id 1) and {output}/overlay.png;
+  video: {output}/{frame:05d}.png for every frame and {output}/overlay.mp4.
+Bad arguments print one `error: ...` line to stderr and exit with status 2.
+"""
+
+import dataclasses
+import os
+import sys
+
+import numpy as np
+from absl import app
+from absl import flags
+from PIL import Image
+
+from sam2_jax import SAM2ImagePredictor, build_sam2, build_sam2_video_predictor
+from sam2_jax.evaluation import io as vos_io
+from sam2_jax.modeling.sam2 import resize
+from sam2_jax.predictors.video_frames import decode_video, list_jpeg_frames
+
+_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Official .pt checkpoint or a converted sam2_jax directory "
+                                  "(default: random weights, with a warning).")
+_CONFIG = flags.DEFINE_string("config", None, "Config name (default: inferred from --checkpoint, else sam2.1_hiera_t).")
+_IMAGE_SIZE = flags.DEFINE_integer("image_size", None, "Model input size override (a multiple of 32).")
+_INPUT = flags.DEFINE_string("input", None, "Image file, video file or folder of JPEG frames.")
+_POINTS = flags.DEFINE_string("points", None, 'Clicks "x,y[,label];..." (label 1 foreground, 0 background).')
+_BOX = flags.DEFINE_string("box", None, 'Box "x0,y0,x1,y1".')
+_MASK = flags.DEFINE_string("mask", None, "Mask PNG of the input's size (non-zero = object).")
+_FRAME = flags.DEFINE_integer("frame", 0, "Video frame the prompt is on.")
+_OUTPUT = flags.DEFINE_string("output", None, "Output directory (created if needed).")
+_MULTIMASK = flags.DEFINE_bool("multimask", False, "Images: predict three masks and keep the best-scored one.")
+
+DEFAULT_CONFIG = "sam2.1_hiera_t"
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+VIDEO_FILE_EXTENSIONS = (".mp4", ".mov", ".webm")
+OBJ_ID = 1
+MASK_LOGIT = 10.0  # |logit| given to a mask prompt's pixels on images (the decoder's mask input is logits)
+
+
+@dataclasses.dataclass
+class Prompt:
+  """One object's prompt in input pixels: clicks, a box or a mask."""
+  points: np.ndarray | None = None  # (N, 2) float32 x, y
+  labels: np.ndarray | None = None  # (N,) int32
+  box: np.ndarray | None = None  # (4,) float32
+  mask: np.ndarray | None = None  # (H, W) bool
+
+
+def _numbers(text: str, what: str) -> list[float]:
+  try:
+    values = [float(v) for v in text.split(",")]
+  except ValueError:
+    raise ValueError(f"cannot parse {what} {text!r}: expected comma-separated numbers.") from None
+  if not all(np.isfinite(values)):
+    raise ValueError(f"{what} {text!r} has a non-finite value.")
+  return values
+
+
+def parse_points(text: str) -> tuple[np.ndarray, np.ndarray]:
+  """'x,y[,label];...' -> (coords (N, 2) float32, labels (N,) int32); a missing label is 1."""
+  coords, labels = [], []
+  for item in text.split(";"):
+    if not item.strip():
+      continue
+    values = _numbers(item, "point")
+    if len(values) not in (2, 3):
+      raise ValueError(f"cannot parse point {item!r}: expected x,y or x,y,label.")
+    label = values[2] if len(values) == 3 else 1.0
+    if label not in (0.0, 1.0):
+      raise ValueError(f"point {item!r} has label {label:g}: labels are 1 (foreground) or 0 (background).")
+    coords.append(values[:2])
+    labels.append(int(label))
+  if not coords:
+    raise ValueError(f"--points={text!r} holds no point: expected 'x,y[,label];...'.")
+  return np.array(coords, np.float32), np.array(labels, np.int32)
+
+
+def parse_box(text: str) -> np.ndarray:
+  """'x0,y0,x1,y1' -> (4,) float32, with x0 < x1 and y0 < y1."""
+  values = _numbers(text, "box")
+  if len(values) != 4:
+    raise ValueError(f"cannot parse box {text!r}: expected 4 numbers x0,y0,x1,y1, got {len(values)}.")
+  x0, y0, x1, y1 = values
+  if not (x0 < x1 and y0 < y1):
+    raise ValueError(f"box {text!r} is empty: expected x0 < x1 and y0 < y1.")
+  return np.array(values, np.float32)
+
+
+def input_kind(path: str) -> str:
+  """'image' for a .jpg/.jpeg/.png file, 'video' for a video file or a folder of JPEG frames."""
+  if os.path.isdir(path):
+    return "video"
+  if not os.path.isfile(path):
+    raise ValueError(f"input {path!r} does not exist.")
+  ext = os.path.splitext(path)[1].lower()
+  if ext in IMAGE_EXTENSIONS:
+    return "image"
+  if ext in VIDEO_FILE_EXTENSIONS:
+    return "video"
+  raise ValueError(f"unsupported input {path!r}: expected an image ({', '.join(IMAGE_EXTENSIONS)}), a video "
+                   f"({', '.join(VIDEO_FILE_EXTENSIONS)}) or a folder of JPEG frames.")
+
+
+def read_mask(path: str, shape: tuple[int, int]) -> np.ndarray:
+  """A single-channel mask PNG as a bool (H, W) array (non-zero = object); it must be `shape`."""
+  mask = vos_io.read_label_png(path) != 0
+  if mask.shape != tuple(shape):
+    raise ValueError(f"mask {path!r} is {mask.shape[1]}x{mask.shape[0]} but the input is {shape[1]}x{shape[0]}.")
+  return mask
+
+
+def parse_prompt(points: str | None, box: str | None, mask: str | None, shape: tuple[int, int]) -> Prompt:
+  """The prompt of exactly one of --points, --box, --mask, checked against an input of `shape` (H, W)."""
+  given = [name for name, value in (("--points", points), ("--box", box), ("--mask", mask)) if value is not None]
+  if len(given) != 1:
+    raise ValueError(f"give exactly one prompt of --points, --box, --mask (got {', '.join(given) or 'none'}).")
+  if mask is not None:
+    return Prompt(mask=read_mask(mask, shape))
+  if box is not None:
+    return Prompt(box=parse_box(box))
+  coords, labels = parse_points(points)
+  return Prompt(points=coords, labels=labels)
+
+
+def _open_image(path: str) -> np.ndarray:
+  try:
+    with Image.open(path) as image:
+      return np.asarray(image.convert("RGB"))
+  except (OSError, SyntaxError) as e:
+    raise ValueError(f"cannot read image {path!r}: {e}") from e
+
+
+class _Video:
+  """A video input: its frame count and size now, its RGB frames (for the overlay) on demand."""
+
+  def __init__(self, path: str):
+    if os.path.isdir(path):
+      self.source = path
+      self._paths = list_jpeg_frames(path)
+      self.height, self.width = _open_image(self._paths[0]).shape[:2]
+      self.num_frames = len(self._paths)
+    else:
+      self._frames = decode_video(path)
+      if not self._frames:
+        raise ValueError(f"video {path!r} has no frames.")
+      self.source = self._frames
+      self.height, self.width = self._frames[0].shape[:2]
+      self.num_frames = len(self._frames)
+
+  def frame(self, i: int) -> np.ndarray:
+    return _open_image(self._paths[i]) if isinstance(self.source, str) else self._frames[i]
+
+
+def overlay(frame: np.ndarray, mask: np.ndarray) -> np.ndarray:
+  """`frame` with `mask` blended half-way in the object's DAVIS palette colour (uint8 RGB)."""
+  color = np.frombuffer(vos_io.davis_palette(), np.uint8).reshape(256, 3)[OBJ_ID].astype(np.float32)
+  out = frame.astype(np.float32)
+  out[mask] = 0.5 * out[mask] + 0.5 * color
+  return out.astype(np.uint8)
+
+
+def write_overlay_mp4(path: str, frames, fps: int = 24) -> None:
+  """Encodes RGB uint8 frames (cropped to even sizes) as an MPEG-4 mp4, atomically."""
+  import av  # pylint: disable=g-import-not-at-top
+  tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.partial.mp4")
+  with av.open(tmp, mode="w") as container:
+    stream = None
+    for frame in frames:
+      if stream is None:
+        stream = container.add_stream("mpeg4", rate=fps)
+        stream.height, stream.width = (frame.shape[0] // 2) * 2, (frame.shape[1] // 2) * 2
+        stream.pix_fmt = "yuv420p"
+      image = np.ascontiguousarray(frame[:stream.height, :stream.width])
+      container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+    container.mux(stream.encode())
+  os.replace(tmp, path)
+
+
+def _write_png(path: str, image: np.ndarray) -> None:
+  tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.partial.png")
+  Image.fromarray(image).save(tmp)
+  os.replace(tmp, path)
+
+
+def _model_args(checkpoint: str | None, config: str | None, image_size: int | None) -> tuple:
+  if checkpoint is None:
+    print("warning: no --checkpoint given: the model has random weights and its masks are meaningless.",
+          file=sys.stderr)
+    config = config or DEFAULT_CONFIG
+  overrides = {} if image_size is None else {"image_size": image_size}
+  return config, checkpoint, overrides
+
+
+def segment_image(image: np.ndarray, prompt: Prompt, output: str, checkpoint: str | None = None,
+                  config: str | None = None, image_size: int | None = None, multimask: bool = False) -> list[str]:
+  """Predicts one mask; writes mask.png and overlay.png in `output` and returns their paths."""
+  config, checkpoint, overrides = _model_args(checkpoint, config, image_size)
+  predictor = SAM2ImagePredictor(build_sam2(config, checkpoint, **overrides))
+  predictor.set_image(image)
+  mask_input = None
+  if prompt.mask is not None:
+    model = predictor.model
+    size = 4 * (model.image_size // model.config.backbone_stride)
+    low_res = np.asarray(resize(prompt.mask.astype(np.float32)[None, None], (size, size), antialias=True))
+    mask_input = (2.0 * low_res[0] - 1.0) * MASK_LOGIT
+  masks, ious, _ = predictor.predict(prompt.points, prompt.labels, prompt.box, mask_input,
+                                     multimask_output=multimask)
+  mask = masks[int(np.argmax(ious))] > 0
+  os.makedirs(output, exist_ok=True)
+  paths = vos_io.write_frame_masks(output, "", "mask", {OBJ_ID: mask})
+  paths.append(os.path.join(output, "overlay.png"))
+  _write_png(paths[-1], overlay(image, mask))
+  return paths
+
+
+def segment_video(video: _Video, prompt: Prompt, frame: int, output: str, checkpoint: str | None = None,
+                  config: str | None = None, image_size: int | None = None) -> list[str]:
+  """Tracks the prompted object through `video`; writes a mask PNG per frame and overlay.mp4."""
+  config, checkpoint, overrides = _model_args(checkpoint, config, image_size)
+  predictor = build_sam2_video_predictor(config, checkpoint, **overrides)
+  state = predictor.init_state(video.source)
+  if prompt.mask is not None:
+    predictor.add_new_mask(state, frame, OBJ_ID, prompt.mask)
+  else:
+    predictor.add_new_points_or_box(state, frame, OBJ_ID, points=prompt.points, labels=prompt.labels, box=prompt.box)
+  masks = {}
+  runs = [predictor.propagate_in_video(state)]
+  if frame > 0:
+    runs.append(predictor.propagate_in_video(state, start_frame_idx=frame, reverse=True))
+  for frames in runs:
+    for i, obj_ids, logits in frames:
+      masks[i] = logits[obj_ids.index(OBJ_ID), 0] > 0
+  os.makedirs(output, exist_ok=True)
+  paths = [p for i in range(video.num_frames) for p in vos_io.write_frame_masks(output, "", i, {OBJ_ID: masks[i]})]
+  paths.append(os.path.join(output, "overlay.mp4"))
+  write_overlay_mp4(paths[-1], (overlay(video.frame(i), masks[i]) for i in range(video.num_frames)))
+  return paths
+
+
+def run(input_path: str | None, output: str | None, points: str | None = None, box: str | None = None,
+        mask: str | None = None, frame: int = 0, checkpoint: str | None = None, config: str | None = None,
+        image_size: int | None = None, multimask: bool = False) -> list[str]:
+  """Checks every argument (before building the model), segments, and returns the paths written."""
+  if not input_path:
+    raise ValueError("--input is required.")
+  if not output:
+    raise ValueError("--output is required.")
+  if os.path.isfile(output):
+    raise ValueError(f"--output {output!r} is a file, not a directory.")
+  if image_size is not None and (image_size < 64 or image_size % 32):
+    raise ValueError(f"--image_size must be a multiple of 32 (at least 64), got {image_size}.")
+  if checkpoint is not None and not os.path.exists(checkpoint):
+    raise ValueError(f"checkpoint {checkpoint!r} does not exist.")
+  if input_kind(input_path) == "image":
+    if frame != 0:
+      raise ValueError(f"--frame={frame} is out of range: an image has only frame 0.")
+    image = _open_image(input_path)
+    prompt = parse_prompt(points, box, mask, image.shape[:2])
+    return segment_image(image, prompt, output, checkpoint, config, image_size, multimask)
+  video = _Video(input_path)
+  if not 0 <= frame < video.num_frames:
+    raise ValueError(f"--frame={frame} is out of range: the video has {video.num_frames} frames "
+                     f"(0..{video.num_frames - 1}).")
+  prompt = parse_prompt(points, box, mask, (video.height, video.width))
+  return segment_video(video, prompt, frame, output, checkpoint, config, image_size)
+
+
+def main(argv):
+  if len(argv) > 1:
+    print(f"error: unexpected arguments: {' '.join(argv[1:])}", file=sys.stderr)
+    sys.exit(2)
+  try:
+    paths = run(_INPUT.value, _OUTPUT.value, _POINTS.value, _BOX.value, _MASK.value, _FRAME.value,
+                _CHECKPOINT.value, _CONFIG.value, _IMAGE_SIZE.value, _MULTIMASK.value)
+  except ValueError as e:
+    print("error: " + " ".join(str(e).split()), file=sys.stderr)
+    sys.exit(2)
+  print(f"Wrote {len(paths)} files to {_OUTPUT.value}")
+
+
+if __name__ == "__main__":
+  app.run(main)

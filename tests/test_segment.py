@@ -1,0 +1,107 @@
+"""`python -m sam2_jax.segment`: end to end on an image, a JPEG folder and an mp4 (random weights at
+image_size 128), and one-line `error:` exits with status 2 for bad arguments."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from data.synthetic import write_mp4
+from tests.images import shapes_image
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+H, W = 96, 128  # input size (even, for the mp4), not square
+MODEL = ["--config=sam2.1_hiera_t", "--image_size=128"]
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+  root = tmp_path_factory.mktemp("segment")
+  frames = np.stack([shapes_image(H, W, seed=t, shift=(2 * t, 3 * t)) for t in range(3)])
+  Image.fromarray(frames[0]).save(root / "image.png")
+  os.makedirs(root / "frames")
+  for t, frame in enumerate(frames):
+    Image.fromarray(frame).save(root / "frames" / f"{t:05d}.jpg", quality=95)
+  write_mp4(str(root / "video.mp4"), frames)
+  Image.fromarray(np.zeros((H // 2, W), np.uint8)).save(root / "mask_wrong_size.png")
+  return root
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+  """A persistent JAX compilation cache shared by the runs, so that only the first compiles the model."""
+  return str(tmp_path_factory.mktemp("jax_cache"))
+
+
+def _segment(*args, cache_dir=None):
+  env = dict(os.environ)
+  if cache_dir:
+    env.update(JAX_COMPILATION_CACHE_DIR=cache_dir, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
+  return subprocess.run([sys.executable, "-m", "sam2_jax.segment", *map(str, args)], capture_output=True,
+                        text=True, cwd=ROOT, env=env, timeout=600)
+
+
+def _check_mask_png(path, shape):
+  with Image.open(path) as image:
+    assert image.mode == "P" and image.size == (shape[1], shape[0])
+    assert set(np.unique(np.asarray(image)).tolist()) <= {0, 1}
+
+
+def _mp4_frames(path):
+  import av  # pylint: disable=g-import-not-at-top
+  with av.open(str(path)) as container:
+    return [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+
+
+@pytest.mark.parametrize("prompt", ["--points=40,38;90,60,0", "--box=20,20,70,60"])
+def test_image(inputs, cache_dir, tmp_path, prompt):
+  out = tmp_path / "out"
+  run = _segment(f"--input={inputs / 'image.png'}", prompt, f"--output={out}", "--multimask", *MODEL,
+                 cache_dir=cache_dir)
+  assert run.returncode == 0, run.stderr
+  assert "random weights" in run.stderr
+  assert sorted(os.listdir(out)) == ["mask.png", "overlay.png"]
+  _check_mask_png(out / "mask.png", (H, W))
+  with Image.open(out / "overlay.png") as overlay:
+    assert overlay.mode == "RGB" and overlay.size == (W, H)
+
+
+@pytest.mark.parametrize("video, prompt, frame", [("frames", "--points=40,38;60,50,1", 1),
+                                                  ("video.mp4", "--box=20,20,70,60", 0)])
+def test_video(inputs, cache_dir, tmp_path, video, prompt, frame):
+  out = tmp_path / "out"
+  run = _segment(f"--input={inputs / video}", prompt, f"--frame={frame}", f"--output={out}", *MODEL,
+                 cache_dir=cache_dir)
+  assert run.returncode == 0, run.stderr
+  assert sorted(os.listdir(out)) == ["00000.png", "00001.png", "00002.png", "overlay.mp4"]
+  for t in range(3):
+    _check_mask_png(out / f"{t:05d}.png", (H, W))
+  frames = _mp4_frames(out / "overlay.mp4")
+  assert len(frames) == 3 and frames[0].shape == (H, W, 3)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--input={root}/image.png", "--points=1,2;x"], "cannot parse point"),
+    (["--input={root}/image.png", "--points=1,2,5"], "label"),
+    (["--input={root}/image.png", "--box=1,2,3"], "expected 4 numbers"),
+    (["--input={root}/image.png", "--box=10,10,5,20"], "empty"),
+    (["--input={root}/frames", "--points=1,2", "--frame=3"], "out of range"),
+    (["--input={root}/video.mp4", "--points=1,2", "--frame=-1"], "out of range"),
+    (["--input={root}/image.png", "--points=1,2", "--frame=1"], "out of range"),
+    (["--input={root}/missing.mp4", "--points=1,2"], "does not exist"),
+    (["--input={root}/image.png", "--mask={root}/missing.png"], "not found"),
+    (["--input={root}/image.png", "--mask={root}/mask_wrong_size.png"], "input is"),
+    (["--input={root}/image.png", "--points=1,2", "--box=0,0,5,5"], "exactly one prompt"),
+    (["--input={root}/image.png"], "exactly one prompt"),
+    (["--input={root}/image.png", "--points=1,2", "--checkpoint={root}/missing.pt"], "does not exist"),
+    (["--points=1,2"], "--input is required"),
+])
+def test_bad_arguments(inputs, tmp_path, args, message):
+  run = _segment(*[a.format(root=inputs) for a in args], f"--output={tmp_path / 'out'}", *MODEL)
+  assert run.returncode == 2, run.stderr
+  lines = run.stderr.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], run.stderr
+  assert not os.path.exists(tmp_path / "out")
