@@ -277,6 +277,15 @@ def run(input_path: str | None, output: str | None, points: str | None = None, b
   return segment_video(video, prompt, frame, output, checkpoint, config, image_size)
 
 
+def _parse_flags(argv: list[str]) -> list[str]:
+  """absl flag parsing, with a malformed or unknown flag reported like any other bad argument."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    print("error: " + " ".join(str(e).split()), file=sys.stderr)
+    sys.exit(2)
+
+
 def main(argv):
   if len(argv) > 1:
     print(f"error: unexpected arguments: {' '.join(argv[1:])}", file=sys.stderr)
@@ -291,4 +300,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=_parse_flags)

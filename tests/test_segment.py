@@ -98,6 +98,8 @@ def test_video(inputs, cache_dir, tmp_path, video, prompt, frame):
     (["--input={root}/image.png"], "exactly one prompt"),
     (["--input={root}/image.png", "--points=1,2", "--checkpoint={root}/missing.pt"], "does not exist"),
     (["--points=1,2"], "--input is required"),
+    (["--input={root}/frames", "--points=1,2", "--frame=a"], "frame"),
+    (["--input={root}/frames", "--points=1,2", "--automatic"], "automatic"),
 ])
 def test_bad_arguments(inputs, tmp_path, args, message):
   run = _segment(*[a.format(root=inputs) for a in args], f"--output={tmp_path / 'out'}", *MODEL)
