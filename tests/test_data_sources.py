@@ -20,7 +20,8 @@ from sam2_jax.evaluation import io as vos_io
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 H, W = 64, 96  # Non-square on purpose: catches height/width mix-ups.
 SEED = 3
-SHARED_SAV = os.environ.get("SAM2_SHARED_SAV", os.path.join(REPO, "..", "shared", "data", "sav"))
+# Real SA-V annotations for a local check (not shipped): SAM2_SHARED_SAV=<folder with sav_000001_*.json>.
+SHARED_SAV = os.environ.get("SAM2_SHARED_SAV", "")
 
 # Keys of a real SA-V manual json (sav_dataset README, checked on sav_000001_manual.json).
 SAV_KEYS = {"video_id", "video_duration", "video_frame_count", "video_height", "video_width", "video_resolution",
@@ -264,7 +265,7 @@ def test_sav_bad_inputs(tmp_path):
 
 
 @pytest.mark.skipif(not os.path.isdir(SHARED_SAV), reason="LOCAL CHECK ONLY: needs the real SA-V annotation files in "
-                    "../shared/data/sav (or $SAM2_SHARED_SAV), which are not part of the repository")
+                    "$SAM2_SHARED_SAV, which are not part of the repository")
 def test_sav_reader_on_real_annotations():
   manual = sav.load_annotation(os.path.join(SHARED_SAV, "sav_000001_manual.json"))
   assert manual.video_id == "sav_000001" and manual.num_video_frames == 483
