@@ -6,7 +6,6 @@ import shutil
 import subprocess
 import sys
 
-import numpy as np
 from PIL import Image
 
 from sam2_jax.evaluation import io as vos_io

@@ -1,7 +1,6 @@
 """Parity of the image encoder (Hiera trunk + FPN neck) with the official implementation."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 

@@ -13,14 +13,11 @@ a variable length: slots it would not use are masked, which equals leaving them 
 from typing import Any
 
 import flax
-import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 
 from sam2_jax.modeling.position_encoding import sine_pe_2d
-
-HIDDEN_DIM = 256
+from sam2_jax.modeling.sam2 import HIDDEN_DIM
 
 
 def ring_sizes(config: ml_collections.ConfigDict, training: bool = False) -> tuple[int, int]:

@@ -17,7 +17,7 @@ import optax
 
 from sam2_jax.modeling import track
 from sam2_jax.modeling.memory_bank import MemoryBank
-from sam2_jax.modeling.sam2 import HIDDEN_DIM, NO_OBJ_SCORE, SAM2, resize
+from sam2_jax.modeling.sam2 import NO_OBJ_SCORE, SAM2, resize
 from sam2_jax.predictors.transforms import IMAGENET_MEAN, IMAGENET_STD
 from sam2_jax.training import losses
 from sam2_jax.training import prompt_simulation as ps
