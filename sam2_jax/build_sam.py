@@ -11,6 +11,7 @@ import ml_collections
 import numpy as np
 
 from configs import model as model_configs
+from sam2_jax.checkpoint import hf as hf_ckpt
 from sam2_jax.checkpoint import orbax as orbax_ckpt
 from sam2_jax.checkpoint import torch as torch_ckpt
 from sam2_jax.modeling.sam2 import SAM2
@@ -107,8 +108,9 @@ def build_sam2(config_name: str | None = None, checkpoint: str | os.PathLike | N
   Args:
     config_name: an official config name ("sam2.1_hiera_t", ...; ".yaml" paths are accepted).
       May be None when `checkpoint` tells it.
-    checkpoint: an official `.pt` file (converted on the fly), a directory written by
-      `python -m sam2_jax.convert`, or None for random weights.
+    checkpoint: an official `.pt` file or a Hugging Face transformers SAM 2 checkpoint (a `.safetensors`
+      file or model folder; converted on the fly), a directory written by `python -m sam2_jax.convert`,
+      or None for random weights.
     apply_postprocessing: dynamic multimask fallback via stability, as the official builder.
     seed: seed of the random initialisation when `checkpoint` is None.
     **overrides: model config fields, e.g. image_size=512 or compute_dtype="bfloat16"; nested groups
@@ -122,14 +124,14 @@ def build_sam2(config_name: str | None = None, checkpoint: str | os.PathLike | N
     config = get_model_config(config_name, **overrides)
     return SAM2Model(config, init_params(config, seed))
   checkpoint = os.fspath(checkpoint)
-  if os.path.isdir(checkpoint):
+  if os.path.isdir(checkpoint) and hf_ckpt.safetensors_files(checkpoint) is None:
     metadata = orbax_ckpt.load_metadata(checkpoint)
     saved_name = metadata["config_name"]
     if config_name is not None and model_configs.get_config(config_name).name != saved_name:
       raise ValueError(f"Checkpoint {checkpoint!r} holds a {saved_name!r} model, not {config_name!r}.")
     config = get_model_config(saved_name, **{**metadata.get("overrides", {}), **overrides})
     return SAM2Model(config, orbax_ckpt.load_params(checkpoint, abstract_params(config)))
-  state_dict = torch_ckpt.read_torch_checkpoint(checkpoint)
+  state_dict = hf_ckpt.read_state_dict(checkpoint)
   config = get_model_config(config_name or infer_config_name(state_dict), **overrides)
   return SAM2Model(config, jax.tree.map(jnp.asarray, params_from_state_dict(state_dict, config)))
 
