@@ -1,4 +1,4 @@
-r"""Semi-supervised video object segmentation: run SAM 2 on a dataset, then score J, F and J&F.
+r"""Semi-supervised video object segmentation (J, F, J&F) or interactive image segmentation (mIoU) with SAM 2.
 
 Inference and scoring follow the official `tools/vos_inference.py` and SA-V evaluator:
 
@@ -14,6 +14,17 @@ from its first annotated frame instead and the per-object results are merged. Pr
 to --output_dir in the input layout (each video written to a hidden folder, renamed when
 complete). Every scoring run ends with the line `J&F=<value> J=<value> F=<value>` (percent)
 and writes results.csv into the prediction folder. --visualize adds an MP4 per video.
+
+Interactive image segmentation (--task=image), on an SA-1B folder (sa_*.jpg + sa_*.json) or a COCO
+instances file with its images:
+
+  python eval.py --task=image --data_root=sa1b_folder --checkpoint=... --output_dir=out
+  python eval.py --task=image --image_annotations=instances_val2017.json --image_root=val2017 --output_dir=out
+
+simulates clicks as the SAM papers (first at the object's centre, then at the centre of the largest error
+region; see sam2_jax/evaluation/clicks.py and image_inference.py) and prompts with the GT box; it ends with
+the line `image mIoU@1=<v> mIoU@3=<v> mIoU@5=<v> box_mIoU=<v>` (percent) and writes image_summary.json and
+image_results.csv (per object) into --output_dir.
 """
 
 import os
@@ -22,11 +33,13 @@ import sys
 from absl import app
 from absl import flags
 
+from sam2_jax.evaluation import image_inference
 from sam2_jax.evaluation import io as vos_io
 from sam2_jax.evaluation import vos_inference
 from sam2_jax.evaluation import vos_metrics
 
-flags.DEFINE_string("data_root", None, "Dataset folder in the DAVIS or SA-V layout.")
+flags.DEFINE_enum("task", "video", ["video", "image"], "video: VOS (J&F); image: interactive clicks and boxes (mIoU).")
+flags.DEFINE_string("data_root", None, "Dataset folder in the DAVIS or SA-V layout (--task=image: an SA-1B folder).")
 flags.DEFINE_string("output_dir", None, "Where predicted masks (and results.csv) are written.")
 flags.DEFINE_string("gt_root", None, "Scoring only: ground-truth annotation folder.")
 flags.DEFINE_string("pred_root", None, "Scoring only: prediction folder (same layout as --gt_root).")
@@ -35,11 +48,18 @@ flags.DEFINE_string("checkpoint", None, "Official .pt or converted checkpoint (N
 flags.DEFINE_integer("image_size", None, "Override of the model's input size.")
 flags.DEFINE_list("videos", None, "Only these videos (default: all).")
 flags.DEFINE_float("score_thresh", 0.0, "Mask logit threshold.")
-flags.DEFINE_bool("apply_postprocessing", False, "Official post-processing (off in vos_inference.py by default).")
+flags.DEFINE_bool("apply_postprocessing", None, "Official post-processing (default: off for videos as in "
+                  "vos_inference.py, on for images as the official build_sam2).")
 flags.DEFINE_bool("track_object_appearing_later_in_video", False, "Start each object at its first annotation.")
 flags.DEFINE_bool("do_not_skip_first_and_last_frame", False, "Also score the first and last annotated frames.")
 flags.DEFINE_bool("visualize", False, "Write an MP4 per video with the predicted masks overlaid.")
 flags.DEFINE_integer("num_processes", 1, "Processes for scoring.")
+flags.DEFINE_string("image_annotations", None, "--task=image: a COCO instances json (instead of --data_root).")
+flags.DEFINE_string("image_root", None, "--task=image: the folder of the images of --image_annotations.")
+flags.DEFINE_integer("max_images", None, "--task=image: only the first N images (default: all).")
+flags.DEFINE_integer("max_objects_per_image", None, "--task=image: a seeded random subset of N objects per image.")
+flags.DEFINE_integer("num_clicks", 5, "--task=image: simulated clicks per object.")
+flags.DEFINE_bool("image_mask_input", True, "--task=image: feed the previous low-res logits back with each click.")
 FLAGS = flags.FLAGS
 
 def run_inference() -> str:
@@ -49,7 +69,8 @@ def run_inference() -> str:
   overrides = {} if FLAGS.image_size is None else {"image_size": FLAGS.image_size}
   if FLAGS.checkpoint is None:
     print("warning: no --checkpoint given, the model has random weights", file=sys.stderr)
-  predictor = build_sam2_video_predictor(FLAGS.config, FLAGS.checkpoint, apply_postprocessing=FLAGS.apply_postprocessing,
+  predictor = build_sam2_video_predictor(FLAGS.config, FLAGS.checkpoint,
+                                         apply_postprocessing=bool(FLAGS.apply_postprocessing),
                                          non_overlap_masks=layout == vos_io.DAVIS, **overrides)
   videos = FLAGS.videos or vos_io.list_videos(ann_root)
   os.makedirs(FLAGS.output_dir, exist_ok=True)
@@ -64,8 +85,35 @@ def run_inference() -> str:
   return ann_root
 
 
+def run_image_evaluation() -> None:
+  """--task=image: click and box mIoU on an SA-1B folder or a COCO instances file; prints the summary line."""
+  from sam2_jax.build_sam import build_sam2  # pylint: disable=g-import-not-at-top
+  from sam2_jax.predictors.image import SAM2ImagePredictor  # pylint: disable=g-import-not-at-top
+  if not FLAGS.output_dir or not (FLAGS.data_root or FLAGS.image_annotations):
+    raise app.UsageError("--task=image needs --output_dir and --data_root (SA-1B folder) or --image_annotations.")
+  if FLAGS.image_annotations:
+    if not FLAGS.image_root:
+      raise app.UsageError("--image_annotations needs --image_root (the folder of its images).")
+    samples = image_inference.coco_samples(FLAGS.image_annotations, FLAGS.image_root, FLAGS.max_images,
+                                           FLAGS.max_objects_per_image)
+  else:
+    samples = image_inference.sa1b_samples(FLAGS.data_root, FLAGS.max_images, FLAGS.max_objects_per_image)
+  if FLAGS.checkpoint is None:
+    print("warning: no --checkpoint given, the model has random weights", file=sys.stderr)
+  overrides = {} if FLAGS.image_size is None else {"image_size": FLAGS.image_size}
+  postprocessing = True if FLAGS.apply_postprocessing is None else FLAGS.apply_postprocessing
+  model = build_sam2(FLAGS.config, FLAGS.checkpoint, apply_postprocessing=postprocessing, **overrides)
+  predictor = SAM2ImagePredictor(model, mask_threshold=FLAGS.score_thresh)
+  summary = image_inference.evaluate(predictor, samples, FLAGS.output_dir, FLAGS.num_clicks, FLAGS.image_mask_input,
+                                     batch_size=min(16, FLAGS.max_objects_per_image or 16))
+  print(image_inference.summary_line(summary))
+
+
 def main(argv):
   del argv
+  if FLAGS.task == "image":
+    run_image_evaluation()
+    return
   if FLAGS.gt_root or FLAGS.pred_root:
     if not (FLAGS.gt_root and FLAGS.pred_root):
       raise app.UsageError("Scoring needs both --gt_root and --pred_root.")
