@@ -1,9 +1,11 @@
-r"""Segments an image or tracks one object through a video from a point, box or mask prompt.
+r"""Segments an image or tracks one object through a video from a point, box or mask prompt, or segments
+everything in an image (--automatic).
 
   python -m sam2_jax.segment --checkpoint=sam2.1_hiera_tiny.pt --input=video.mp4 \
       --points="210,350;250,220,0" --frame=0 --output=out/
+  python -m sam2_jax.segment --checkpoint=sam2.1_hiera_tiny.pt --input=photo.jpg --automatic --output=out/
 
-Prompts (exactly one kind), in pixels of the input:
+Prompts (exactly one kind, none with --automatic), in pixels of the input:
   --points="x,y[,label];..."  clicks, label 1 (foreground, the default) or 0 (background);
   --box="x0,y0,x1,y1"         a box;
   --mask=PNG                  a mask PNG of the input's size (non-zero pixels = object).
@@ -12,20 +14,23 @@ An input is an image (a .jpg/.jpeg/.png file) or a video (a .mp4/.mov/.webm file
 JPEG frames named by index). A video is tracked forwards from the prompted `--frame` and, when it
 is not the first, backwards too. Written files:
   image: {output}/mask.png (palette PNG, object id 1) and {output}/overlay.png;
-  video: {output}/{frame:05d}.png for every frame and {output}/overlay.mp4.
+  video: {output}/{frame:05d}.png for every frame and {output}/overlay.mp4;
+  --automatic (an image, no prompt): {output}/mask_{i:03d}.png per mask (largest first), masks.json, overlay.png.
 Bad arguments print one `error: ...` line to stderr and exit with status 2.
 """
 
 import dataclasses
+import json
 import os
 import sys
+from typing import Any
 
 import numpy as np
 from absl import app
 from absl import flags
 from PIL import Image
 
-from sam2_jax import SAM2ImagePredictor, build_sam2, build_sam2_video_predictor
+from sam2_jax import SAM2AutomaticMaskGenerator, SAM2ImagePredictor, build_sam2, build_sam2_video_predictor
 from sam2_jax.evaluation import io as vos_io
 from sam2_jax.modeling.sam2 import resize
 from sam2_jax.predictors.video_frames import decode_video, list_jpeg_frames
@@ -41,6 +46,15 @@ _MASK = flags.DEFINE_string("mask", None, "Mask PNG of the input's size (non-zer
 _FRAME = flags.DEFINE_integer("frame", 0, "Video frame the prompt is on.")
 _OUTPUT = flags.DEFINE_string("output", None, "Output directory (created if needed).")
 _MULTIMASK = flags.DEFINE_bool("multimask", False, "Images: predict three masks and keep the best-scored one.")
+_AUTOMATIC = flags.DEFINE_bool(
+    "automatic", False, "Images only, no prompt: segment everything (SAM2AutomaticMaskGenerator). Writes "
+    "mask_000.png, mask_001.png, ... (one 0/255 PNG per mask, largest first, so overlapping masks stay whole), "
+    "masks.json (per mask: file, area, bbox XYWH, predicted_iou, stability_score, point_coords, crop_box) and "
+    "overlay.png (each mask in its own colour).")
+_POINTS_PER_SIDE = flags.DEFINE_integer("points_per_side", None, "--automatic: grid points per side (default 32).")
+_PRED_IOU_THRESH = flags.DEFINE_float("pred_iou_thresh", None, "--automatic: minimum predicted IoU (default 0.8).")
+_STABILITY_THRESH = flags.DEFINE_float("stability_score_thresh", None,
+                                       "--automatic: minimum stability score (default 0.95).")
 
 DEFAULT_CONFIG = "sam2.1_hiera_t"
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
@@ -225,6 +239,46 @@ def segment_image(image: np.ndarray, prompt: Prompt, output: str, checkpoint: st
   return paths
 
 
+def check_automatic_options(points_per_side: int | None, pred_iou_thresh: float | None,
+                            stability_score_thresh: float | None) -> dict[str, Any]:
+  """The generator's keyword arguments from the --automatic options (None: the official default)."""
+  if points_per_side is not None and points_per_side < 1:
+    raise ValueError(f"--points_per_side must be at least 1, got {points_per_side}.")
+  options = dict(points_per_side=points_per_side, pred_iou_thresh=pred_iou_thresh,
+                 stability_score_thresh=stability_score_thresh)
+  for name in ("pred_iou_thresh", "stability_score_thresh"):
+    if options[name] is not None and not 0.0 <= options[name] <= 1.0:
+      raise ValueError(f"--{name} must be in [0, 1], got {options[name]:g}.")
+  return {k: v for k, v in options.items() if v is not None}
+
+
+def segment_automatic(image: np.ndarray, output: str, checkpoint: str | None = None, config: str | None = None,
+                      image_size: int | None = None, **generator_kwargs) -> list[str]:
+  """Segments everything; writes one PNG per mask (largest first), masks.json and overlay.png."""
+  config, checkpoint, overrides = _model_args(checkpoint, config, image_size)
+  generator = SAM2AutomaticMaskGenerator(build_sam2(config, checkpoint, **overrides), **generator_kwargs)
+  records = sorted(generator.generate(image), key=lambda r: -r["area"])
+  os.makedirs(output, exist_ok=True)
+  palette = np.frombuffer(vos_io.davis_palette(), np.uint8).reshape(256, 3).astype(np.float32)
+  blended = image.astype(np.float32)
+  paths, entries = [], []
+  for i, record in enumerate(records):
+    mask = record["segmentation"]
+    paths.append(os.path.join(output, f"mask_{i:03d}.png"))
+    _write_png(paths[-1], mask.astype(np.uint8) * 255)
+    blended[mask] = 0.5 * blended[mask] + 0.5 * palette[1 + i % 255]
+    entries.append({"file": os.path.basename(paths[-1]),
+                    **{k: v for k, v in record.items() if k != "segmentation"}})
+  paths.append(os.path.join(output, "masks.json"))
+  tmp = os.path.join(output, ".masks.json.partial")
+  with open(tmp, "w") as f:  # one mask per line
+    f.write("[\n" + ",\n".join(json.dumps(entry) for entry in entries) + "\n]\n")
+  os.replace(tmp, paths[-1])
+  paths.append(os.path.join(output, "overlay.png"))
+  _write_png(paths[-1], blended.astype(np.uint8))
+  return paths
+
+
 def segment_video(video: _Video, prompt: Prompt, frame: int, output: str, checkpoint: str | None = None,
                   config: str | None = None, image_size: int | None = None) -> list[str]:
   """Tracks the prompted object through `video`; writes a mask PNG per frame and overlay.mp4."""
@@ -251,7 +305,9 @@ def segment_video(video: _Video, prompt: Prompt, frame: int, output: str, checkp
 
 def run(input_path: str | None, output: str | None, points: str | None = None, box: str | None = None,
         mask: str | None = None, frame: int = 0, checkpoint: str | None = None, config: str | None = None,
-        image_size: int | None = None, multimask: bool = False) -> list[str]:
+        image_size: int | None = None, multimask: bool = False, automatic: bool = False,
+        points_per_side: int | None = None, pred_iou_thresh: float | None = None,
+        stability_score_thresh: float | None = None) -> list[str]:
   """Checks every argument (before building the model), segments, and returns the paths written."""
   if not input_path:
     raise ValueError("--input is required.")
@@ -263,10 +319,25 @@ def run(input_path: str | None, output: str | None, points: str | None = None, b
     raise ValueError(f"--image_size must be a multiple of 32 (at least 64), got {image_size}.")
   if checkpoint is not None and not os.path.exists(checkpoint):
     raise ValueError(f"checkpoint {checkpoint!r} does not exist.")
-  if input_kind(input_path) == "image":
+  if automatic:
+    prompts = [name for name, value in (("--points", points), ("--box", box), ("--mask", mask)) if value is not None]
+    if prompts:
+      raise ValueError(f"--automatic takes no prompt (got {', '.join(prompts)}).")
+    generator_kwargs = check_automatic_options(points_per_side, pred_iou_thresh, stability_score_thresh)
+  else:
+    given = [name for name, value in (("--points_per_side", points_per_side), ("--pred_iou_thresh", pred_iou_thresh),
+                                      ("--stability_score_thresh", stability_score_thresh)) if value is not None]
+    if given:
+      raise ValueError(f"{', '.join(given)} can only be used with --automatic.")
+  kind = input_kind(input_path)
+  if automatic and kind != "image":
+    raise ValueError(f"--automatic works on images only; {input_path!r} is a video.")
+  if kind == "image":
     if frame != 0:
       raise ValueError(f"--frame={frame} is out of range: an image has only frame 0.")
     image = _open_image(input_path)
+    if automatic:
+      return segment_automatic(image, output, checkpoint, config, image_size, **generator_kwargs)
     prompt = parse_prompt(points, box, mask, image.shape[:2])
     return segment_image(image, prompt, output, checkpoint, config, image_size, multimask)
   video = _Video(input_path)
@@ -292,7 +363,8 @@ def main(argv):
     sys.exit(2)
   try:
     paths = run(_INPUT.value, _OUTPUT.value, _POINTS.value, _BOX.value, _MASK.value, _FRAME.value,
-                _CHECKPOINT.value, _CONFIG.value, _IMAGE_SIZE.value, _MULTIMASK.value)
+                _CHECKPOINT.value, _CONFIG.value, _IMAGE_SIZE.value, _MULTIMASK.value, _AUTOMATIC.value,
+                _POINTS_PER_SIDE.value, _PRED_IOU_THRESH.value, _STABILITY_THRESH.value)
   except ValueError as e:
     print("error: " + " ".join(str(e).split()), file=sys.stderr)
     sys.exit(2)

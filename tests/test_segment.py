@@ -1,6 +1,7 @@
-"""`python -m sam2_jax.segment`: end to end on an image, a JPEG folder and an mp4 (random weights at
-image_size 128), and one-line `error:` exits with status 2 for bad arguments."""
+"""`python -m sam2_jax.segment`: end to end on an image (prompted and --automatic), a JPEG folder and an mp4
+(random weights at image_size 128), and one-line `error:` exits with status 2 for bad arguments."""
 
+import json
 import os
 import subprocess
 import sys
@@ -69,6 +70,27 @@ def test_image(inputs, cache_dir, tmp_path, prompt):
     assert overlay.mode == "RGB" and overlay.size == (W, H)
 
 
+def test_automatic(inputs, cache_dir, tmp_path):
+  out = tmp_path / "out"
+  run = _segment(f"--input={inputs / 'image.png'}", "--automatic", "--points_per_side=4", "--pred_iou_thresh=0",
+                 "--stability_score_thresh=0", f"--output={out}", *MODEL, cache_dir=cache_dir)
+  assert run.returncode == 0, run.stderr
+  with open(out / "masks.json") as f:
+    records = json.load(f)
+  assert records and [r["area"] for r in records] == sorted((r["area"] for r in records), reverse=True)
+  names = [f"mask_{i:03d}.png" for i in range(len(records))]
+  assert sorted(os.listdir(out)) == sorted(names + ["masks.json", "overlay.png"])
+  for name, record in zip(names, records):
+    assert record["file"] == name
+    assert set(record) == {"file", "area", "bbox", "predicted_iou", "point_coords", "stability_score", "crop_box"}
+    with Image.open(out / name) as image:
+      assert image.mode == "L" and image.size == (W, H)
+      mask = np.asarray(image)
+    assert set(np.unique(mask).tolist()) <= {0, 255} and (mask > 0).sum() == record["area"]
+  with Image.open(out / "overlay.png") as overlay:
+    assert overlay.mode == "RGB" and overlay.size == (W, H)
+
+
 @pytest.mark.parametrize("video, prompt, frame", [("frames", "--points=40,38;60,50,1", 1),
                                                   ("video.mp4", "--box=20,20,70,60", 0)])
 def test_video(inputs, cache_dir, tmp_path, video, prompt, frame):
@@ -100,6 +122,12 @@ def test_video(inputs, cache_dir, tmp_path, video, prompt, frame):
     (["--points=1,2"], "--input is required"),
     (["--input={root}/frames", "--points=1,2", "--frame=a"], "frame"),
     (["--input={root}/frames", "--points=1,2", "--automatic"], "automatic"),
+    (["--input={root}/image.png", "--automatic", "--box=0,0,5,5"], "--automatic takes no prompt (got --box)"),
+    (["--input={root}/video.mp4", "--automatic"], "--automatic works on images only"),
+    (["--input={root}/frames", "--automatic"], "--automatic works on images only"),
+    (["--input={root}/image.png", "--automatic", "--points_per_side=0"], "--points_per_side must be at least 1"),
+    (["--input={root}/image.png", "--automatic", "--pred_iou_thresh=1.5"], "--pred_iou_thresh must be in [0, 1]"),
+    (["--input={root}/image.png", "--points=1,2", "--stability_score_thresh=0.5"], "only be used with --automatic"),
 ])
 def test_bad_arguments(inputs, tmp_path, args, message):
   run = _segment(*[a.format(root=inputs) for a in args], f"--output={tmp_path / 'out'}", *MODEL)
