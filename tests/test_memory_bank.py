@@ -9,7 +9,7 @@ import numpy as np
 from sam2_jax.build_sam import get_model_config
 from sam2_jax.modeling import track
 from sam2_jax.modeling.memory_bank import MemoryBank, recent_frame, select_cond
-from sam2_jax.modeling.sam2 import SAM2
+from sam2_jax.modeling.sam2 import SAM2, use_multimask
 
 
 def test_carried_state_does_not_grow_with_video_length():
@@ -48,3 +48,23 @@ def test_select_closest_cond_frames():
   assert np.asarray(select_cond(frames, valid, 12, -1)).tolist() == [[True] * 5]
   invalid = valid.at[0, 1].set(False)
   assert np.asarray(select_cond(frames, invalid, 12, 3)).tolist() == [[True, False, True, True, False]]
+
+
+def test_use_multimask_matches_official_rule():
+  import types
+  import torch
+  from sam2.modeling.sam2_base import SAM2Base
+  for in_sam, for_tracking, lo, hi in [(True, True, 0, 1), (True, False, 0, 1), (False, True, 0, 1),
+                                       (True, False, 1, 1)]:
+    config = get_model_config("sam2.1_hiera_t", image_size=256, multimask_output_in_sam=in_sam,
+                              multimask_output_for_tracking=for_tracking, multimask_min_pt_num=lo,
+                              multimask_max_pt_num=hi)
+    official = types.SimpleNamespace(multimask_output_in_sam=in_sam, multimask_output_for_tracking=for_tracking,
+                                     multimask_min_pt_num=lo, multimask_max_pt_num=hi)
+    for is_init in (True, False):
+      for num_points in (0, 1, 2):
+        points = None if num_points == 0 else {"point_labels": torch.ones(1, num_points)}
+        expected = SAM2Base._use_multimask(official, is_init, points)  # pylint: disable=protected-access
+        ours = use_multimask(config, is_init, num_points)
+        traced = jax.jit(lambda i, n, c=config: use_multimask(c, i, n))(is_init, num_points)
+        assert bool(ours) == bool(traced) == expected, (in_sam, for_tracking, lo, hi, is_init, num_points)

@@ -136,3 +136,11 @@ def test_fill_holes_matches_connected_components():
   sprinkles[0, 0, 1, 1] = sprinkles[0, 0, 2, 2] = 4.0   # diagonal neighbours: one 8-connected sprinkle of 2
   out = fill_holes_and_sprinkles(sprinkles, 0, 2)
   assert (out[0, 0, 1, 1] == -10.0) and (out[0, 0, 2, 2] == -10.0)
+  # Both kinds of region come from the input logits (the official order): a 1-pixel hole inside an
+  # 8-pixel ring is filled, and the ring alone is a sprinkle of 8 <= 8 that is removed, but the filled
+  # hole pixel (not foreground in the input) stays at threshold + 10.
+  ring = -np.ones((1, 1, 7, 7), np.float32)
+  ring[0, 0, 2:5, 2:5] = 3.0
+  ring[0, 0, 3, 3] = -3.0
+  out = fill_holes_and_sprinkles(ring, 1, 8)
+  assert out[0, 0, 3, 3] == 10.0 and (out[0, 0, 2, 2:5] == -10.0).all() and (out > 0).sum() == 1

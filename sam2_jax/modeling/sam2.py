@@ -29,6 +29,12 @@ def resize(x: jnp.ndarray, size: tuple[int, int], antialias: bool = False) -> jn
   return jax.image.resize(x.astype(jnp.float32), (*x.shape[:-2], *size), "bilinear", antialias=antialias)
 
 
+def use_multimask(config: ml_collections.ConfigDict, is_init_cond_frame, num_points):
+  """Whether the SAM heads give 3 masks (the official `_use_multimask`); Python or traced values."""
+  in_range = (config.multimask_min_pt_num <= num_points) & (num_points <= config.multimask_max_pt_num)
+  return config.multimask_output_in_sam & (is_init_cond_frame | config.multimask_output_for_tracking) & in_range
+
+
 class SAM2(nn.Module):
   """SAM 2 with every official sub-module under its official name."""
   config: ml_collections.FrozenConfigDict

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from sam2_jax.modeling.memory_bank import MemoryBank, select_memory
-from sam2_jax.modeling.sam2 import HIDDEN_DIM, SAM2
+from sam2_jax.modeling.sam2 import HIDDEN_DIM, SAM2, use_multimask
 
 
 def conditioned_features(module: SAM2, bank: MemoryBank | None, feats: dict[str, Any], frame_idx, num_frames,
@@ -64,8 +64,7 @@ def track_step(module: SAM2, bank: MemoryBank | None, feats: dict[str, Any], fra
     b = pix.shape[0]
     high_res = [jnp.broadcast_to(x, (b, *x.shape[1:])) for x in high_res]
     num_points = 0 if point_coords is None else point_coords.shape[1]
-    # The official `_use_multimask` (multimask output is on for initial and tracking frames in all configs).
-    multimask = module.config.multimask_min_pt_num <= num_points <= module.config.multimask_max_pt_num
+    multimask = bool(use_multimask(module.config, is_init_cond_frame, num_points))
     out = module.forward_sam_heads(pix, point_coords, point_labels, prev_mask_logits, high_res, multimask)
   result = dict(pred_masks=out["low_res_masks"], pred_masks_high_res=out["high_res_masks"], obj_ptr=out["obj_ptr"],
                 object_score_logits=out["object_score_logits"], ious=out["ious"])

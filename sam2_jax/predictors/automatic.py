@@ -39,21 +39,6 @@ def _select(low_res, iou, valid, crop_box, orig_box, *, crop_hw, pred_iou_thresh
   return masks, boxes, stability, keep
 
 
-def _fill_holes_and_sprinkles(low_res: np.ndarray, max_hole_area: float, max_sprinkle_area: float,
-                              threshold: float) -> np.ndarray:
-  """Small background regions -> threshold + 10, small foreground regions -> threshold - 10.
-
-  Both sets of regions are found on the input logits, as the official predictor's post-processing does
-  (postprocess.fill_holes_and_sprinkles finds the small foreground regions after filling the holes).
-  """
-  out = low_res
-  if max_hole_area > 0:
-    out = np.where(postprocess.small_components(low_res <= threshold, max_hole_area), threshold + 10.0, out)
-  if max_sprinkle_area > 0:
-    out = np.where(postprocess.small_components(low_res > threshold, max_sprinkle_area), threshold - 10.0, out)
-  return out.astype(np.float32)
-
-
 def _take(data: dict[str, Any], idx: np.ndarray) -> dict[str, Any]:
   return {k: [v[i] for i in idx] if isinstance(v, list) else v[idx] for k, v in data.items()}
 
@@ -183,8 +168,8 @@ class SAM2AutomaticMaskGenerator:
                                   False)
     predictor = self.predictor
     if predictor.max_hole_area > 0 or predictor.max_sprinkle_area > 0:
-      low_res = _fill_holes_and_sprinkles(np.asarray(low_res), predictor.max_hole_area,
-                                          predictor.max_sprinkle_area, predictor.mask_threshold)
+      low_res = postprocess.fill_holes_and_sprinkles(np.asarray(low_res), predictor.max_hole_area,
+                                                     predictor.max_sprinkle_area, predictor.mask_threshold)
     masks, boxes, stability, keep = _select(
         low_res, iou, valid, np.array(crop_box, np.int32), np.array([0, 0, orig_hw[1], orig_hw[0]], np.int32),
         crop_hw=tuple(crop_hw), pred_iou_thresh=float(self.pred_iou_thresh),

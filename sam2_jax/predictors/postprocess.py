@@ -33,9 +33,11 @@ def fill_holes(mask_logits: np.ndarray, max_area: float, threshold: float = 0.0,
 
 def fill_holes_and_sprinkles(mask_logits: np.ndarray, max_hole_area: float, max_sprinkle_area: float,
                              threshold: float = 0.0) -> np.ndarray:
-  """The image predictor's post-processing: holes -> threshold + 10, sprinkles -> threshold - 10."""
-  mask_logits = fill_holes(mask_logits, max_hole_area, threshold, threshold + 10.0)
+  """The image predictor's post-processing: holes -> threshold + 10, sprinkles -> threshold - 10.
+
+  Both kinds of region are found on the input logits (as the official `postprocess_masks` does).
+  """
+  out = fill_holes(mask_logits, max_hole_area, threshold, threshold + 10.0)
   if max_sprinkle_area > 0:
-    mask_logits = np.where(small_components(mask_logits > threshold, max_sprinkle_area), threshold - 10.0,
-                           mask_logits)
-  return mask_logits
+    out = np.where(small_components(mask_logits > threshold, max_sprinkle_area), threshold - 10.0, out)
+  return out

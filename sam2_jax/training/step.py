@@ -17,7 +17,7 @@ import optax
 
 from sam2_jax.modeling import track
 from sam2_jax.modeling.memory_bank import MemoryBank
-from sam2_jax.modeling.sam2 import NO_OBJ_SCORE, SAM2, resize
+from sam2_jax.modeling.sam2 import NO_OBJ_SCORE, SAM2, resize, use_multimask
 from sam2_jax.predictors.transforms import IMAGENET_MEAN, IMAGENET_STD
 from sam2_jax.training import losses
 from sam2_jax.training import prompt_simulation as ps
@@ -33,12 +33,12 @@ class TrainState:
   rng: jax.Array
 
 
-def _sam_heads(module: SAM2, pix, high_res, coords, labels, num_points, mask_inputs, has_mask):
+def _sam_heads(module: SAM2, pix, high_res, coords, labels, num_points, mask_inputs, has_mask, is_init):
   """SAM heads with a point buffer (N, P, 2) of which the first `num_points` are real (traced).
 
   Equals the official `_forward_sam_heads` with exactly those points (or its padding point when
-  there are none), a mask prompt when `has_mask`, and the official multimask rule (1 point or
-  less -> 3 masks). Single-mask outputs are repeated 3 times so shapes never change.
+  there are none), a mask prompt when `has_mask`, and the official multimask rule
+  (`SAM2.use_multimask`). Single-mask outputs are repeated 3 times so shapes never change.
   """
   n, p = labels.shape
   real = jnp.arange(p) < num_points
@@ -51,7 +51,7 @@ def _sam_heads(module: SAM2, pix, high_res, coords, labels, num_points, mask_inp
                                 jnp.ones((n, 1), bool)], axis=1)
   masks, ious, tokens, score = module.sam_mask_decoder.predict_masks(
       pix, module.sam_prompt_encoder.get_dense_pe(), sparse, dense, False, high_res, token_mask)
-  multimask = num_points <= module.config.multimask_max_pt_num
+  multimask = use_multimask(module.config, is_init, num_points)
   best_multi = jnp.argmax(ious[:, 1:], axis=-1) + 1
   multi_masks = jnp.where(multimask, masks[:, 1:], jnp.repeat(masks[:, :1], 3, axis=1)).astype(jnp.float32)
   multi_ious = jnp.where(multimask, ious[:, 1:], jnp.repeat(ious[:, :1], 3, axis=1)).astype(jnp.float32)
@@ -129,7 +129,7 @@ def clip_losses(module: SAM2, batch: dict[str, jax.Array], key: jax.Array, promp
 
     out = jax.lax.cond(
         is_init & ~plan["use_pt"], mask_as_output,
-        lambda: _sam_heads(module, pix, f["high_res_features"], coords, labels, count, no_mask, False))
+        lambda: _sam_heads(module, pix, f["high_res_features"], coords, labels, count, no_mask, False, is_init))
 
     def step_loss(o):
       terms = losses.step_losses(o["high_res_multimasks"], o["ious"], o["object_score_logits"], gt_t, loss_config)
@@ -147,7 +147,8 @@ def clip_losses(module: SAM2, batch: dict[str, jax.Array], key: jax.Array, promp
       pt, lbl = ps.sample_points_from_errors(k_pt, gt_t, pred)
       coords = coords.at[:, count].set(pt)
       labels = labels.at[:, count].set(lbl)
-      new = _sam_heads(module, pix, f["high_res_features"], coords, labels, count + 1, out["low_res_masks"], True)
+      new = _sam_heads(module, pix, f["high_res_features"], coords, labels, count + 1, out["low_res_masks"], True,
+                       is_init)
       frame_sums = jax.tree.map(jnp.add, frame_sums, step_loss(new))
       return ({k: new[k] for k in kept}, coords, labels, count + 1, frame_sums), None
 
