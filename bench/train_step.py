@@ -1,0 +1,434 @@
+r"""Training speed: one jitted sam2-jax train step, its model FLOPs and MFU, and the official `SAM2Train`.
+
+For each config a synthetic batch in the data pipeline's layout (images uint8 (B, T, S, S, 3),
+random; masks bool (B, T, O, S, S), one moving ellipse per object; obj_valid all True) goes through
+`sam2_jax.training.step.train_step` (loss, gradients, AdamW of `make_optimizer` with the MOSE
+fine-tune values), jitted with the train state donated as in train.py. Compilation is timed on its
+own; then steps are timed to `block_until_ready`.
+
+Prompt simulation is fixed so that every timed step does the same work: the official MOSE recipe's
+prompt config with a fixed plan, the costliest one the recipe can draw: point prompts (never the
+ground-truth mask without clicks), frame 0 as the only initial conditioning frame, and correction
+clicks (7 rounds) on frame 0 and on one other frame, which then also runs memory attention; box vs
+click, clicks from the ground truth vs from errors, and the extra frame stay random (they do not
+change the work). The JAX step reuses the same PRNG key on every step (the state's key is put
+back after the step), so `lax.cond` takes the same branches each time; the official model gets
+`torch.manual_seed` and a fresh `np.random.default_rng` (its plan sampler) with the same seed
+before each step. An average official step does less: half of them use mask prompts without
+corrections, and a quarter have two initial conditioning frames.
+
+FLOPs per step are counted from the train step's jaxpr (forward, backward and update, without
+rematerialisation: model FLOPs): matmuls and convolutions only, 2 per multiply-add, each loop
+iteration counted, and each `lax.cond` counted on the branch it actually takes (the predicates
+depend only on the PRNG key, so they are evaluated; the count says if any could not be). XLA's own
+cost analysis of the compiled step is printed beside it for reference: it counts a loop body once
+(the scans over frames and correction rounds) and a conditional at its costliest branch, so it is
+far below the executed work. MFU = FLOPs per step / step time / peak, the peak being the measured
+rate of a large jitted matmul in the compute dtype on this device (best of runs before and after).
+
+The official `training.model.sam2.SAM2Train` (CPU only, float32) is built with Hydra from the model
+section of configs/sam2.1_training/sam2.1_hiera_b+_MOSE_finetune.yaml (drop path 0.1, memory
+attention dropout 0.1, the recipe's prompt probabilities with the fixed plan above), with the
+trunk and neck sizes of configs/sam2.1/sam2.1_hiera_{t,b+}.yaml and the image size overridden.
+Its step is a forward of the same batch (as a `BatchedVideoDatapoint`), the official
+`MultiStepMultiMasksAndIous` loss (mask 20, dice 1, iou 1, class 1), `backward()`, gradient
+clipping (0.1) and a `torch.optim.AdamW` step, i.e. the same parts as ours (the official param
+groups with layer-wise decay do not change the cost). JAX and official steps alternate
+(`common.time_interleaved`); `ratio` is JAX time / official time. Our image encoder runs without
+drop path (the official trains with 0.1; a cheap elementwise op either way).
+
+  .venv/bin/python -m bench.train_step --configs=t,b+ --image_size=512 --iters=3          # CPU
+  .venv/bin/python -m bench.train_step --configs=t --image_size=256 --iters=3              # quick
+  .venv/bin/python -m bench.train_step --configs=b+ --dtype=bfloat16 --noofficial --remat  # GPU/TPU, 1024
+
+Target on a GPU or TPU: >= 40% MFU for b+ at 1024 in bfloat16. This environment has no
+accelerator, so that target has not been measured here.
+"""
+
+import dataclasses
+import importlib
+import importlib.util
+import os
+import sys
+import time
+import types
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import app, flags
+from jax.extend import core as jcore
+
+from bench import common
+from sam2_jax.build_sam import get_model_config, init_params
+from sam2_jax.modeling.sam2 import SAM2
+from sam2_jax.training import optimizer as optim
+from sam2_jax.training import prompt_simulation, step
+
+_CONFIGS = flags.DEFINE_list("configs", ["t", "b+"], "Model sizes (t, s, b+, l) or full config names.")
+_IMAGE_SIZE = flags.DEFINE_integer("image_size", 1024, "Square input size (multiple of 32).")
+_NUM_FRAMES = flags.DEFINE_integer("num_frames", 8, "Frames per clip.")
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 1, "Clips per step.")
+_NUM_OBJECTS = flags.DEFINE_integer("num_objects", 3, "Objects per clip.")
+_DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Our compute dtype (model compute_dtype).")
+_REMAT = flags.DEFINE_bool("remat", False, "Rematerialise each frame step in the backward pass.")
+_ITERS = flags.DEFINE_integer("iters", 5, "Timed steps per contender (median reported).")
+_WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed steps per contender after compilation.")
+_OFFICIAL = flags.DEFINE_bool("official", True, "Also time the official SAM2Train (CPU backend only).")
+_MATMUL_SIZE = flags.DEFINE_integer("matmul_size", 4096, "Side of the square matmul timed for the peak.")
+_SEED = flags.DEFINE_integer("seed", 0, "Seed of the weights, the batch and the prompt simulation.")
+
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
+MOSE_YAML = "configs/sam2.1_training/sam2.1_hiera_b+_MOSE_finetune.yaml"
+# The fixed plan (see the module docstring), in our prompt config and as official SAM2Train fields.
+FIXED_PLAN = dict(prob_to_use_pt_input=1.0, num_init_cond_frames=1, rand_init_cond_frames=False,
+                  num_frames_to_correct=2, rand_frames_to_correct=False)
+# Largest output (elements) of an operation whose inputs are known that the FLOP counter evaluates.
+_EVAL_LIMIT = 1 << 16
+
+
+def config_name(name: str) -> str:
+  return name if name.startswith("sam2") else f"sam2.1_hiera_{name}"
+
+
+# ------------------------------------------------------------------------------ inputs
+def synthetic_batch(batch: int, frames: int, objects: int, size: int, seed: int) -> dict[str, np.ndarray]:
+  """Random uint8 frames and one ellipse per object drifting across the clip (pipeline layout)."""
+  rng = np.random.default_rng(seed)
+  images = rng.integers(0, 256, (batch, frames, size, size, 3), dtype=np.uint8)
+  yy, xx = np.mgrid[:size, :size].astype(np.float32)
+  masks = np.zeros((batch, frames, objects, size, size), bool)
+  for b in range(batch):
+    for o in range(objects):
+      centre = rng.uniform(0.25 * size, 0.75 * size, 2)
+      radii = rng.uniform(0.08 * size, 0.2 * size, 2)
+      drift = rng.uniform(-0.01 * size, 0.01 * size, 2)
+      for t in range(frames):
+        cy, cx = centre + t * drift
+        masks[b, t, o] = ((yy - cy) / radii[0]) ** 2 + ((xx - cx) / radii[1]) ** 2 <= 1.0
+  return dict(images=images, masks=masks, obj_valid=np.ones((batch, objects), bool))
+
+
+# ------------------------------------------------------------------------------ FLOPs
+def _dot_conv_flops(eqn) -> float:
+  """FLOPs (2 per multiply-add) of a dot_general or convolution (transposed: only non-zero taps)."""
+  if eqn.primitive.name == "dot_general":
+    lhs, rhs = (v.aval.shape for v in eqn.invars)
+    (_, rhs_contract), (_, rhs_batch) = eqn.params["dimension_numbers"]
+    rhs_free = [d for i, d in enumerate(rhs) if i not in rhs_contract and i not in rhs_batch]
+    return 2.0 * np.prod(lhs, dtype=np.float64) * np.prod(rhs_free, dtype=np.float64)
+  rhs, out = eqn.invars[1].aval.shape, eqn.outvars[0].aval.shape
+  taps = np.prod(rhs, dtype=np.float64) / rhs[eqn.params["dimension_numbers"].rhs_spec[0]]
+  return 2.0 * np.prod(out, dtype=np.float64) * taps / np.prod(eqn.params["lhs_dilation"], dtype=np.float64)
+
+
+class ExecutedFlops:
+  """Matmul/conv FLOPs that running a jaxpr executes, following its control flow.
+
+  Values are tracked concretely where they can be computed cheaply from the inputs marked known
+  (here the PRNG key): small operations on known values are evaluated, everything else is only
+  shaped. Scans count every iteration, conditionals the branch their (known) index selects, while
+  loops the iterations their (known) predicate allows. A conditional or loop whose control value
+  is unknown counts its costliest branch or one iteration and is tallied in `unresolved`.
+  """
+
+  def __init__(self):
+    self.flops = 0.0
+    self.unresolved = 0
+
+  def run(self, jaxpr, consts: list, args: list) -> list:
+    """Counts `jaxpr` on `args` (concrete values or None); returns its outputs likewise."""
+    env = {}
+
+    def read(v):
+      return v.val if isinstance(v, jcore.Literal) else env.get(v)
+
+    for v, x in zip(list(jaxpr.constvars) + list(jaxpr.invars), list(consts) + list(args)):
+      env[v] = x
+    for eqn in jaxpr.eqns:
+      outs = self._eqn(eqn, [read(v) for v in eqn.invars])
+      for v, x in zip(eqn.outvars, outs):
+        if not isinstance(v, jcore.DropVar):
+          env[v] = x
+    return [read(v) for v in jaxpr.outvars]
+
+  def _closed(self, closed, args: list) -> list:
+    return self.run(closed.jaxpr, closed.consts, args)
+
+  def _eqn(self, eqn, ins: list) -> list:
+    name, params = eqn.primitive.name, eqn.params
+    if name in ("dot_general", "conv_general_dilated"):
+      self.flops += _dot_conv_flops(eqn)
+    if name == "cond":
+      return self._cond(params["branches"], ins[0], ins[1:])
+    if name == "scan":
+      return self._scan(params, ins)
+    if name == "while":
+      return self._while(params, ins)
+    subs = [(k, params[k]) for k in ("jaxpr", "call_jaxpr", "fun_jaxpr") if k in params]
+    if subs:  # pjit, checkpoint, custom_jvp_call, custom_vjp_call, closed_call
+      sub = subs[0][1]
+      if isinstance(sub, jcore.ClosedJaxpr):
+        return self._closed(sub, ins)
+      return self.run(sub, [], ins)
+    if any(x is None for x in ins) or sum(np.prod(v.aval.shape) for v in eqn.outvars) > _EVAL_LIMIT:
+      return [None] * len(eqn.outvars)
+    out = eqn.primitive.bind(*ins, **eqn.primitive.get_bind_params(params))
+    return list(out) if eqn.primitive.multiple_results else [out]
+
+  def _cond(self, branches, index, operands: list) -> list:
+    if index is not None:
+      return self._closed(branches[int(index)], operands)
+    self.unresolved += 1
+    start, costs = self.flops, []
+    for branch in branches:
+      self.flops = start
+      self._closed(branch, operands)
+      costs.append(self.flops - start)
+    self.flops = start + max(costs)
+    return [None] * len(branches[0].jaxpr.outvars)
+
+  def _scan(self, params, ins: list) -> list:
+    body, length = params["jaxpr"], params["length"]
+    n_consts, n_carry = params["num_consts"], params["num_carry"]
+    consts, carry, xs = ins[:n_consts], ins[n_consts:n_consts + n_carry], ins[n_consts + n_carry:]
+    if all(x is None for x in carry + xs):  # every iteration sees the same known values: count one
+      start = self.flops
+      outs = self._closed(body, consts + carry + xs)
+      self.flops = start + length * (self.flops - start)
+      return [None] * len(outs)
+    ys = []
+    for i in range(length):
+      t = length - 1 - i if params["reverse"] else i
+      outs = self._closed(body, consts + carry + [None if x is None else x[t] for x in xs])
+      carry = outs[:n_carry]
+      ys.append((t, outs[n_carry:]))
+    ys.sort(key=lambda item: item[0])
+    stacked = [None if any(y[k] is None for _, y in ys) else jnp.stack([y[k] for _, y in ys])
+               for k in range(len(ys[0][1]))]
+    return carry + stacked
+
+  def _while(self, params, ins: list) -> list:
+    n_cond, n_body = params["cond_nconsts"], params["body_nconsts"]
+    cond_consts, body_consts, carry = ins[:n_cond], ins[n_cond:n_cond + n_body], ins[n_cond + n_body:]
+    while True:
+      (pred,) = self._closed(params["cond_jaxpr"], cond_consts + carry)
+      if pred is None:
+        self.unresolved += 1
+        self._closed(params["body_jaxpr"], body_consts + carry)
+        return [None] * len(carry)
+      if not bool(pred):
+        return carry
+      carry = self._closed(params["body_jaxpr"], body_consts + carry)
+
+
+def step_flops(fn, *args) -> tuple[float, int]:
+  """(executed matmul/conv FLOPs, unresolved control-flow count) of `fn(*args)`; PRNG keys are known."""
+  closed = jax.make_jaxpr(fn)(*args)
+  leaves = jax.tree.leaves(args)
+  known = [x if jnp.issubdtype(x.dtype, jax.dtypes.prng_key) else None for x in leaves]
+  counter = ExecutedFlops()
+  counter.run(closed.jaxpr, closed.consts, known)
+  return counter.flops, counter.unresolved
+
+
+def matmul_rate(dtype: str, n: int, reps: int = 3) -> float:
+  """FLOP/s of an n x n matmul in `dtype` on the default device (best of `reps`)."""
+  a, b = (jax.random.normal(k, (n, n), dtype) for k in jax.random.split(jax.random.key(0)))
+  dot = jax.jit(jnp.dot)
+  dot(a, b).block_until_ready()
+  times = common.time_interleaved({"dot": lambda: dot(a, b).block_until_ready()}, reps, warmup=0)["dot"]
+  return 2.0 * n ** 3 / (1e-3 * min(times))
+
+
+# ------------------------------------------------------------------------------ JAX
+@dataclasses.dataclass
+class JaxStep:
+  """A compiled train step with its state, batch and costs."""
+  compiled: Any
+  state: Any
+  batch: dict
+  compile_s: float
+  flops: float
+  unresolved: int
+  xla_flops: float
+  metrics: Any = None
+
+  def __call__(self) -> None:
+    self.state, self.metrics = self.compiled(self.state, self.batch)
+    common.block_until_ready((self.state, self.metrics))
+
+
+def build_jax_step(name: str, data: dict[str, np.ndarray], dtype: str, remat: bool, seed: int) -> JaxStep:
+  """Our jitted train step (fixed prompt key, donated state) for config `name` on the batch `data`."""
+  size = data["images"].shape[2]
+  config = get_model_config(name, image_size=size, compute_dtype=dtype)
+  module = SAM2(config)
+  params = init_params(config, seed)
+  tx = optim.make_optimizer(optim.default_config(), params, total_steps=1000)
+  prompts = prompt_simulation.default_config()
+  prompts.update(FIXED_PLAN)
+
+  def fixed_key_step(state, batch, remat):
+    new_state, metrics = step.train_step(module, tx, state, batch, prompts, remat=remat)
+    return new_state.replace(rng=state.rng), metrics
+
+  state = step.TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
+                          rng=jax.random.key(seed))
+  batch = {k: jnp.asarray(v) for k, v in data.items()}
+  flops, unresolved = step_flops(lambda s, b: fixed_key_step(s, b, False), state, batch)
+  start = time.perf_counter()
+  jitted = jax.jit(lambda s, b: fixed_key_step(s, b, remat), donate_argnums=0)
+  compiled = jitted.lower(state, batch).compile()
+  compile_s = time.perf_counter() - start
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  return JaxStep(compiled, state, batch, compile_s, flops, unresolved, float((cost or {}).get("flops", np.nan)))
+
+
+# ------------------------------------------------------------------------------ official
+def _import_official_training() -> None:
+  """Imports the official `training` package, standing in for what it needs but this venv lacks.
+
+  `tensordict.tensorclass` (only used as a dataclass with a `batch_size` here) and
+  `training.trainer` (which imports tensorboard; the loss takes only `CORE_LOSS_KEY` from it).
+  """
+  if "tensordict" not in sys.modules and importlib.util.find_spec("tensordict") is None:
+    def tensorclass(cls):
+      cls = dataclasses.dataclass(cls)
+      init = cls.__init__
+
+      def __init__(self, *args, batch_size=None, **kwargs):
+        init(self, *args, **kwargs)
+        self.batch_size = list(batch_size or [])
+
+      cls.__init__ = __init__
+      return cls
+
+    sys.modules["tensordict"] = types.SimpleNamespace(tensorclass=tensorclass)
+  try:
+    importlib.import_module("training.trainer")
+  except ImportError:
+    sys.modules["training.trainer"] = types.SimpleNamespace(CORE_LOSS_KEY="core_loss")
+
+
+def build_official_train(name: str, image_size: int):
+  """The official SAM2Train (train mode) of the MOSE recipe with `name`'s trunk/neck sizes."""
+  import sam2  # pylint: disable=g-import-not-at-top
+  from hydra.utils import instantiate  # pylint: disable=g-import-not-at-top
+  from omegaconf import OmegaConf  # pylint: disable=g-import-not-at-top
+
+  _import_official_training()
+  root = os.path.dirname(sam2.__file__)
+  recipe = OmegaConf.load(os.path.join(root, MOSE_YAML))
+  recipe.scratch.resolution = image_size
+  sizes = OmegaConf.load(os.path.join(root, common.official_config_path(name))).model.image_encoder
+  model = OmegaConf.create(OmegaConf.to_container(recipe.trainer.model, resolve=True))
+  model.image_encoder.trunk = OmegaConf.merge(model.image_encoder.trunk, sizes.trunk)
+  model.image_encoder.neck.backbone_channel_list = sizes.neck.backbone_channel_list
+  for attention in ("self_attention", "cross_attention"):
+    model.memory_attention.layer[attention].feat_sizes = [image_size // 16] * 2
+  for key, value in FIXED_PLAN.items():
+    model[f"{key}_for_train"] = value
+  return instantiate(model, _recursive_=True).train()
+
+
+def official_batch(data: dict[str, np.ndarray]):
+  """The batch as the official `BatchedVideoDatapoint` (objects of clip b at b * O + o)."""
+  import torch  # pylint: disable=g-import-not-at-top
+  from training.utils.data_utils import BatchedVideoDatapoint, BatchedVideoMetaData  # pylint: disable=g-import-not-at-top
+
+  b, t, s = data["images"].shape[:3]
+  o = data["masks"].shape[2]
+  images = (data["images"].astype(np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
+  img_batch = torch.from_numpy(np.ascontiguousarray(images.transpose(1, 0, 4, 2, 3)))  # T, B, 3, S, S
+  masks = torch.from_numpy(np.ascontiguousarray(data["masks"].transpose(1, 0, 2, 3, 4).reshape(t, b * o, s, s)))
+  frame, clip, obj = np.meshgrid(np.arange(t), np.arange(b), np.arange(o), indexing="ij")
+  frame, clip, obj = (x.reshape(t, b * o) for x in (frame, clip, obj))
+  return BatchedVideoDatapoint(
+      img_batch=img_batch, obj_to_frame_idx=torch.from_numpy(np.stack([frame, clip], -1)).int(), masks=masks,
+      metadata=BatchedVideoMetaData(unique_objects_identifier=torch.from_numpy(np.stack([clip, obj, frame], -1)),
+                                    frame_orig_size=torch.full((t, b * o, 2), s)),
+      dict_key="all", batch_size=[t])
+
+
+def build_official_step(name: str, data: dict[str, np.ndarray], seed: int):
+  """A zero-argument official train step (forward, loss, backward, clipping, AdamW) on `data`."""
+  import torch  # pylint: disable=g-import-not-at-top
+
+  torch.manual_seed(seed)
+  model = build_official_train(name, data["images"].shape[2])
+  from training.loss_fns import MultiStepMultiMasksAndIous  # pylint: disable=g-import-not-at-top
+  loss_fn = MultiStepMultiMasksAndIous(
+      weight_dict={"loss_mask": 20, "loss_dice": 1, "loss_iou": 1, "loss_class": 1}, supervise_all_iou=True,
+      iou_use_l1_loss=True, pred_obj_scores=True, focal_gamma_obj_score=0.0, focal_alpha_obj_score=-1.0)
+  opt = torch.optim.AdamW(model.parameters(), lr=5e-6, weight_decay=0.1)
+  batch = official_batch(data)
+
+  def run() -> None:
+    torch.manual_seed(seed)
+    model.rng = np.random.default_rng(seed)
+    opt.zero_grad(set_to_none=True)
+    loss = loss_fn(model(batch), batch.masks)["core_loss"]
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 0.1)
+    opt.step()
+    run.loss = float(loss.detach())
+
+  return run
+
+
+# ------------------------------------------------------------------------------ main
+def bench_config(name: str, size: int, peak: float) -> tuple[JaxStep, dict[str, list[float]]]:
+  """Builds, compiles and times one config; returns our step and the timings (ms) per contender."""
+  data = synthetic_batch(_BATCH_SIZE.value, _NUM_FRAMES.value, _NUM_OBJECTS.value, size, _SEED.value)
+  ours = build_jax_step(name, data, _DTYPE.value, _REMAT.value, _SEED.value)
+  note = f", {ours.unresolved} conditional(s) with unknown predicates at their costliest" if ours.unresolved else ""
+  print(f"{name} @ {size}: compiled in {ours.compile_s:.1f} s; {ours.flops / 1e9:.1f} GFLOP/step executed in matmuls "
+        f"and convolutions{note} (XLA cost analysis: {ours.xla_flops / 1e9:.1f}); peak {peak / 1e9:.0f} GFLOP/s",
+        flush=True)
+  fns = {"jax": ours}
+  if _OFFICIAL.value and jax.default_backend() == "cpu":
+    fns["official"] = build_official_step(name, data, _SEED.value)
+  times = common.time_interleaved(fns, _ITERS.value, warmup=_WARMUP.value)
+  for contender, ms in times.items():
+    print(f"  {contender}: " + ", ".join(f"{t:.0f}" for t in ms) + " ms", flush=True)
+  official = f", official {fns['official'].loss:.4f}" if "official" in fns else ""
+  print(f"  loss of the last step: jax {float(ours.metrics['loss']):.4f}{official} (different random weights)",
+        flush=True)
+  return ours, times
+
+
+def main(argv):
+  del argv
+  size = _IMAGE_SIZE.value
+  print(common.thread_info(), flush=True)
+  if _OFFICIAL.value and jax.default_backend() != "cpu":
+    print("Official SAM2Train skipped: it runs on the CPU only here.", flush=True)
+  print(f"batch {_BATCH_SIZE.value} clip(s) x {_NUM_FRAMES.value} frames x {_NUM_OBJECTS.value} objects at {size}, "
+        f"compute {_DTYPE.value}, remat {_REMAT.value}, {_ITERS.value} timed step(s)", flush=True)
+  peak = matmul_rate(_DTYPE.value, _MATMUL_SIZE.value)
+  results = [(config_name(n), *bench_config(config_name(n), size, peak)) for n in _CONFIGS.value]
+  peak = max(peak, matmul_rate(_DTYPE.value, _MATMUL_SIZE.value))  # shared machine: best of before and after
+  print(f"\n{_DTYPE.value} matmul {_MATMUL_SIZE.value}^2 on {jax.devices()[0].device_kind}: "
+        f"{peak / 1e9:.0f} GFLOP/s (best of before and after)", flush=True)
+  header = ["config", "size", "clips", "frames", "objects", "JAX step ms (min-max)", "compile s", "GFLOP/step (XLA)",
+            "GFLOP/s", "peak GFLOP/s", "MFU", "official fwd+bwd+AdamW ms (min-max)", "ratio JAX/official"]
+  rows = []
+  for name, ours, times in results:
+    ms = common.median(times["jax"])
+    achieved = ours.flops / (1e-3 * ms)
+    official = times.get("official")
+    rows.append([name, size, _BATCH_SIZE.value, _NUM_FRAMES.value, _NUM_OBJECTS.value,
+                 f"{ms:.0f} ({common.spread(times['jax'])})", f"{ours.compile_s:.0f}",
+                 f"{ours.flops / 1e9:.0f} ({ours.xla_flops / 1e9:.0f})", f"{achieved / 1e9:.0f}",
+                 f"{peak / 1e9:.0f}", f"{100 * achieved / peak:.0f}%",
+                 f"{common.median(official):.0f} ({common.spread(official)})" if official else "-",
+                 f"{ms / common.median(official):.2f}" if official else "-"])
+  common.print_table(header, rows)
+
+
+if __name__ == "__main__":
+  app.run(main)
