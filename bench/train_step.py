@@ -4,7 +4,11 @@ For each config a synthetic batch in the data pipeline's layout (images uint8 (B
 random; masks bool (B, T, O, S, S), one moving ellipse per object; obj_valid all True) goes through
 `sam2_jax.training.step.train_step` (loss, gradients, AdamW of `make_optimizer` with the MOSE
 fine-tune values), jitted with the train state donated as in train.py. Compilation is timed on its
-own; then steps are timed to `block_until_ready`.
+own; then steps are timed to `block_until_ready`. `--remat` (on by default, as in the 1024
+training configs of configs/train.py) recomputes each frame step in the backward pass: without
+it the scan over frames keeps the residuals of all 7 correction rounds for every frame (both
+sides of a `lax.cond` leave residuals), e.g. 3.0 GB of XLA temporaries for t at 128 (0.9 GB with
+remat), growing with the image area; it is also slower here (12.4 s vs 10.7 s for t at 256).
 
 Prompt simulation is fixed so that every timed step does the same work: the official MOSE recipe's
 prompt config with a fixed plan, the costliest one the recipe can draw: point prompts (never the
@@ -14,8 +18,9 @@ click, clicks from the ground truth vs from errors, and the extra frame stay ran
 change the work). The JAX step reuses the same PRNG key on every step (the state's key is put
 back after the step), so `lax.cond` takes the same branches each time; the official model gets
 `torch.manual_seed` and a fresh `np.random.default_rng` (its plan sampler) with the same seed
-before each step. An average official step does less: half of them use mask prompts without
-corrections, and a quarter have two initial conditioning frames.
+before each step. An average step of the recipe does less: half use the ground-truth masks as
+prompts without corrections, half have two initial conditioning frames (no memory attention on
+the second), and half of the others correct frame 0 only.
 
 FLOPs per step are counted from the train step's jaxpr (forward, backward and update, without
 rematerialisation: model FLOPs): matmuls and convolutions only, 2 per multiply-add, each loop
@@ -23,7 +28,7 @@ iteration counted, and each `lax.cond` counted on the branch it actually takes (
 depend only on the PRNG key, so they are evaluated; the count says if any could not be). XLA's own
 cost analysis of the compiled step is printed beside it for reference: it counts a loop body once
 (the scans over frames and correction rounds) and a conditional at its costliest branch, so it is
-far below the executed work. MFU = FLOPs per step / step time / peak, the peak being the measured
+well below the executed work. MFU = FLOPs per step / step time / peak, the peak being the measured
 rate of a large jitted matmul in the compute dtype on this device (best of runs before and after).
 
 The official `training.model.sam2.SAM2Train` (CPU only, float32) is built with Hydra from the model
@@ -37,9 +42,9 @@ groups with layer-wise decay do not change the cost). JAX and official steps alt
 (`common.time_interleaved`); `ratio` is JAX time / official time. Our image encoder runs without
 drop path (the official trains with 0.1; a cheap elementwise op either way).
 
-  .venv/bin/python -m bench.train_step --configs=t,b+ --image_size=512 --iters=3          # CPU
-  .venv/bin/python -m bench.train_step --configs=t --image_size=256 --iters=3              # quick
-  .venv/bin/python -m bench.train_step --configs=b+ --dtype=bfloat16 --noofficial --remat  # GPU/TPU, 1024
+  .venv/bin/python -m bench.train_step --configs=t,b+ --image_size=256 --iters=3   # CPU (about 8 min here)
+  .venv/bin/python -m bench.train_step --configs=t --image_size=128 --iters=2       # quick
+  .venv/bin/python -m bench.train_step --configs=b+ --dtype=bfloat16                # GPU/TPU, 1024
 
 Target on a GPU or TPU: >= 40% MFU for b+ at 1024 in bfloat16. This environment has no
 accelerator, so that target has not been measured here.
@@ -72,7 +77,8 @@ _NUM_FRAMES = flags.DEFINE_integer("num_frames", 8, "Frames per clip.")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 1, "Clips per step.")
 _NUM_OBJECTS = flags.DEFINE_integer("num_objects", 3, "Objects per clip.")
 _DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Our compute dtype (model compute_dtype).")
-_REMAT = flags.DEFINE_bool("remat", False, "Rematerialise each frame step in the backward pass.")
+_REMAT = flags.DEFINE_bool("remat", True, "Rematerialise each frame step in the backward pass (as the 1024 "
+                            "training configs do).")
 _ITERS = flags.DEFINE_integer("iters", 5, "Timed steps per contender (median reported).")
 _WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed steps per contender after compilation.")
 _OFFICIAL = flags.DEFINE_bool("official", True, "Also time the official SAM2Train (CPU backend only).")
