@@ -63,11 +63,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
-from jax.extend import core as jcore
 
 from bench import common
 from sam2_jax.build_sam import get_model_config, init_params
 from sam2_jax.modeling.sam2 import SAM2
+from sam2_jax.training import flops
 from sam2_jax.training import optimizer as optim
 from sam2_jax.training import prompt_simulation, step
 
@@ -91,8 +91,6 @@ MOSE_YAML = "configs/sam2.1_training/sam2.1_hiera_b+_MOSE_finetune.yaml"
 # The fixed plan (see the module docstring), in our prompt config and as official SAM2Train fields.
 FIXED_PLAN = dict(prob_to_use_pt_input=1.0, num_init_cond_frames=1, rand_init_cond_frames=False,
                   num_frames_to_correct=2, rand_frames_to_correct=False)
-# Largest output (elements) of an operation whose inputs are known that the FLOP counter evaluates.
-_EVAL_LIMIT = 1 << 16
 
 
 def config_name(name: str) -> str:
@@ -115,129 +113,6 @@ def synthetic_batch(batch: int, frames: int, objects: int, size: int, seed: int)
         cy, cx = centre + t * drift
         masks[b, t, o] = ((yy - cy) / radii[0]) ** 2 + ((xx - cx) / radii[1]) ** 2 <= 1.0
   return dict(images=images, masks=masks, obj_valid=np.ones((batch, objects), bool))
-
-
-# ------------------------------------------------------------------------------ FLOPs
-def _dot_conv_flops(eqn) -> float:
-  """FLOPs (2 per multiply-add) of a dot_general or convolution (transposed: only non-zero taps)."""
-  if eqn.primitive.name == "dot_general":
-    lhs, rhs = (v.aval.shape for v in eqn.invars)
-    (_, rhs_contract), (_, rhs_batch) = eqn.params["dimension_numbers"]
-    rhs_free = [d for i, d in enumerate(rhs) if i not in rhs_contract and i not in rhs_batch]
-    return 2.0 * np.prod(lhs, dtype=np.float64) * np.prod(rhs_free, dtype=np.float64)
-  rhs, out = eqn.invars[1].aval.shape, eqn.outvars[0].aval.shape
-  taps = np.prod(rhs, dtype=np.float64) / rhs[eqn.params["dimension_numbers"].rhs_spec[0]]
-  return 2.0 * np.prod(out, dtype=np.float64) * taps / np.prod(eqn.params["lhs_dilation"], dtype=np.float64)
-
-
-class ExecutedFlops:
-  """Matmul/conv FLOPs that running a jaxpr executes, following its control flow.
-
-  Values are tracked concretely where they can be computed cheaply from the inputs marked known
-  (here the PRNG key): small operations on known values are evaluated, everything else is only
-  shaped. Scans count every iteration, conditionals the branch their (known) index selects, while
-  loops the iterations their (known) predicate allows. A conditional or loop whose control value
-  is unknown counts its costliest branch or one iteration and is tallied in `unresolved`.
-  """
-
-  def __init__(self):
-    self.flops = 0.0
-    self.unresolved = 0
-
-  def run(self, jaxpr, consts: list, args: list) -> list:
-    """Counts `jaxpr` on `args` (concrete values or None); returns its outputs likewise."""
-    env = {}
-
-    def read(v):
-      return v.val if isinstance(v, jcore.Literal) else env.get(v)
-
-    for v, x in zip(list(jaxpr.constvars) + list(jaxpr.invars), list(consts) + list(args)):
-      env[v] = x
-    for eqn in jaxpr.eqns:
-      outs = self._eqn(eqn, [read(v) for v in eqn.invars])
-      for v, x in zip(eqn.outvars, outs):
-        if not isinstance(v, jcore.DropVar):
-          env[v] = x
-    return [read(v) for v in jaxpr.outvars]
-
-  def _closed(self, closed, args: list) -> list:
-    return self.run(closed.jaxpr, closed.consts, args)
-
-  def _eqn(self, eqn, ins: list) -> list:
-    name, params = eqn.primitive.name, eqn.params
-    if name in ("dot_general", "conv_general_dilated"):
-      self.flops += _dot_conv_flops(eqn)
-    if name == "cond":
-      return self._cond(params["branches"], ins[0], ins[1:])
-    if name == "scan":
-      return self._scan(params, ins)
-    if name == "while":
-      return self._while(params, ins)
-    subs = [(k, params[k]) for k in ("jaxpr", "call_jaxpr", "fun_jaxpr") if k in params]
-    if subs:  # pjit, checkpoint, custom_jvp_call, custom_vjp_call, closed_call
-      sub = subs[0][1]
-      if isinstance(sub, jcore.ClosedJaxpr):
-        return self._closed(sub, ins)
-      return self.run(sub, [], ins)
-    if any(x is None for x in ins) or sum(np.prod(v.aval.shape) for v in eqn.outvars) > _EVAL_LIMIT:
-      return [None] * len(eqn.outvars)
-    out = eqn.primitive.bind(*ins, **eqn.primitive.get_bind_params(params))
-    return list(out) if eqn.primitive.multiple_results else [out]
-
-  def _cond(self, branches, index, operands: list) -> list:
-    if index is not None:
-      return self._closed(branches[int(index)], operands)
-    self.unresolved += 1
-    start, costs = self.flops, []
-    for branch in branches:
-      self.flops = start
-      self._closed(branch, operands)
-      costs.append(self.flops - start)
-    self.flops = start + max(costs)
-    return [None] * len(branches[0].jaxpr.outvars)
-
-  def _scan(self, params, ins: list) -> list:
-    body, length = params["jaxpr"], params["length"]
-    n_consts, n_carry = params["num_consts"], params["num_carry"]
-    consts, carry, xs = ins[:n_consts], ins[n_consts:n_consts + n_carry], ins[n_consts + n_carry:]
-    if all(x is None for x in carry + xs):  # every iteration sees the same known values: count one
-      start = self.flops
-      outs = self._closed(body, consts + carry + xs)
-      self.flops = start + length * (self.flops - start)
-      return [None] * len(outs)
-    ys = []
-    for i in range(length):
-      t = length - 1 - i if params["reverse"] else i
-      outs = self._closed(body, consts + carry + [None if x is None else x[t] for x in xs])
-      carry = outs[:n_carry]
-      ys.append((t, outs[n_carry:]))
-    ys.sort(key=lambda item: item[0])
-    stacked = [None if any(y[k] is None for _, y in ys) else jnp.stack([y[k] for _, y in ys])
-               for k in range(len(ys[0][1]))]
-    return carry + stacked
-
-  def _while(self, params, ins: list) -> list:
-    n_cond, n_body = params["cond_nconsts"], params["body_nconsts"]
-    cond_consts, body_consts, carry = ins[:n_cond], ins[n_cond:n_cond + n_body], ins[n_cond + n_body:]
-    while True:
-      (pred,) = self._closed(params["cond_jaxpr"], cond_consts + carry)
-      if pred is None:
-        self.unresolved += 1
-        self._closed(params["body_jaxpr"], body_consts + carry)
-        return [None] * len(carry)
-      if not bool(pred):
-        return carry
-      carry = self._closed(params["body_jaxpr"], body_consts + carry)
-
-
-def step_flops(fn, *args) -> tuple[float, int]:
-  """(executed matmul/conv FLOPs, unresolved control-flow count) of `fn(*args)`; PRNG keys are known."""
-  closed = jax.make_jaxpr(fn)(*args)
-  leaves = jax.tree.leaves(args)
-  known = [x if jnp.issubdtype(x.dtype, jax.dtypes.prng_key) else None for x in leaves]
-  counter = ExecutedFlops()
-  counter.run(closed.jaxpr, closed.consts, known)
-  return counter.flops, counter.unresolved
 
 
 def matmul_rate(dtype: str, n: int, reps: int = 3) -> float:
@@ -284,14 +159,14 @@ def build_jax_step(name: str, data: dict[str, np.ndarray], dtype: str, remat: bo
   state = step.TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
                           rng=jax.random.key(seed))
   batch = {k: jnp.asarray(v) for k, v in data.items()}
-  flops, unresolved = step_flops(lambda s, b: fixed_key_step(s, b, False), state, batch)
+  executed, unresolved = flops.step_flops(lambda s, b: fixed_key_step(s, b, False), state, batch)
   start = time.perf_counter()
   jitted = jax.jit(lambda s, b: fixed_key_step(s, b, remat), donate_argnums=0)
   compiled = jitted.lower(state, batch).compile()
   compile_s = time.perf_counter() - start
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  return JaxStep(compiled, state, batch, compile_s, flops, unresolved, float((cost or {}).get("flops", np.nan)))
+  return JaxStep(compiled, state, batch, compile_s, executed, unresolved, float((cost or {}).get("flops", np.nan)))
 
 
 # ------------------------------------------------------------------------------ official

@@ -26,6 +26,7 @@ def _base() -> ml_collections.ConfigDict:
   c.seed = 123
   c.num_steps = 100_000
   c.log_every = 50
+  c.count_flops = True  # count each batch shape's executed FLOPs once (tens of seconds) for the logged MFU
   c.checkpoint_every = 1000
   c.keep_checkpoints = 3
   c.eval_every = 5000

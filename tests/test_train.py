@@ -11,7 +11,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--config.synthetic.num_images=8", "--config.synthetic.num_videos=4", "--config.synthetic.num_eval_videos=1",
         "--config.synthetic.num_frames=16", "--config.synthetic.eval_num_frames=6", "--config.data.sources.sa1b.batch_size=2",
         "--config.data.sources.sav.batch_size=1", "--config.data.num_frames=4", "--config.prompts.num_correction_pt_per_frame=1",
-        "--config.optimizer.warmup_steps=1", "--config.log_every=1", "--config.eval_every=0"]
+        "--config.optimizer.warmup_steps=1", "--config.log_every=1", "--config.eval_every=0",
+        "--config.count_flops=False"]
 
 
 def _env(tmp_path, devices: int = 1) -> dict:

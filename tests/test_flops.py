@@ -1,0 +1,32 @@
+"""The executed-FLOP counter: loops count every iteration, conditionals the branch the PRNG key picks."""
+
+import jax
+import jax.numpy as jnp
+
+from sam2_jax.training import flops
+
+
+def test_scan_counts_every_iteration_and_the_taken_branch():
+  a = jnp.ones((32, 32))
+
+  def fn(key, x):
+    def body(carry, _):
+      return carry @ a, None
+    y, _ = jax.lax.scan(body, x, None, length=10)
+    pick = (jax.random.uniform(key) < 0.5).astype(jnp.int32)
+    return jax.lax.switch(pick, [lambda v: v, lambda v: (v @ a) @ a], y)
+
+  per_matmul = 2 * 32 ** 3
+  for seed in range(6):
+    key = jax.random.key(seed)
+    taken = int(jax.random.uniform(key) < 0.5)
+    counted, unresolved = flops.step_flops(fn, key, jnp.ones((32, 32)))
+    assert unresolved == 0
+    assert counted == per_matmul * (10 + 2 * taken), (seed, counted)
+
+
+def test_unknown_condition_counts_the_costlier_branch():
+  a = jnp.ones((16, 16))
+  fn = lambda p, x: jax.lax.cond(p, lambda v: v @ a, lambda v: v, x)
+  counted, unresolved = flops.step_flops(fn, jnp.array(True), jnp.ones((16, 16)))
+  assert unresolved == 1 and counted == 2 * 16 ** 3
