@@ -44,18 +44,6 @@ def prepare_synthetic(config, data_dir: str) -> None:
   config.eval_data = os.path.join(data_dir, "vos_eval")
 
 
-def matmul_flops_per_second(size: int = 1024) -> float:
-  """Measured float32 matmul rate of one device (the MFU denominator)."""
-  import jax, jax.numpy as jnp  # pylint: disable=g-import-not-at-top,multiple-import
-  x = jnp.ones((size, size), jnp.float32)
-  f = jax.jit(lambda a: a @ a)
-  f(x).block_until_ready()
-  t0, n = time.perf_counter(), 5
-  for _ in range(n):
-    f(x).block_until_ready()
-  return 2 * size**3 * n / (time.perf_counter() - t0)
-
-
 def main(argv):
   del argv
   sharding.maybe_initialize_distributed()
@@ -124,7 +112,7 @@ def main(argv):
       donate_argnums=0)
   lr_schedule = optimizer.lr_factor_schedule(config.num_steps, config.optimizer.warmup_steps,
                                              config.optimizer.end_lr_factor)
-  peak = matmul_flops_per_second() * jax.device_count()
+  peak = flops.matmul_rate() * jax.device_count()
   compiled, flops_per_step = {}, {}
   writer = SummaryWriter(os.path.join(workdir, "tensorboard")) if jax.process_index() == 0 else None
   jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a") if jax.process_index() == 0 else None

@@ -115,15 +115,6 @@ def synthetic_batch(batch: int, frames: int, objects: int, size: int, seed: int)
   return dict(images=images, masks=masks, obj_valid=np.ones((batch, objects), bool))
 
 
-def matmul_rate(dtype: str, n: int, reps: int = 3) -> float:
-  """FLOP/s of an n x n matmul in `dtype` on the default device (best of `reps`)."""
-  a, b = (jax.random.normal(k, (n, n), dtype) for k in jax.random.split(jax.random.key(0)))
-  dot = jax.jit(jnp.dot)
-  dot(a, b).block_until_ready()
-  times = common.time_interleaved({"dot": lambda: dot(a, b).block_until_ready()}, reps, warmup=0)["dot"]
-  return 2.0 * n ** 3 / (1e-3 * min(times))
-
-
 # ------------------------------------------------------------------------------ JAX
 @dataclasses.dataclass
 class JaxStep:
@@ -290,9 +281,9 @@ def main(argv):
     print("Official SAM2Train skipped: it runs on the CPU only here.", flush=True)
   print(f"batch {_BATCH_SIZE.value} clip(s) x {_NUM_FRAMES.value} frames x {_NUM_OBJECTS.value} objects at {size}, "
         f"compute {_DTYPE.value}, remat {_REMAT.value}, {_ITERS.value} timed step(s)", flush=True)
-  peak = matmul_rate(_DTYPE.value, _MATMUL_SIZE.value)
+  peak = flops.matmul_rate(_DTYPE.value, _MATMUL_SIZE.value)
   results = [(config_name(n), *bench_config(config_name(n), size, peak)) for n in _CONFIGS.value]
-  peak = max(peak, matmul_rate(_DTYPE.value, _MATMUL_SIZE.value))  # shared machine: best of before and after
+  peak = max(peak, flops.matmul_rate(_DTYPE.value, _MATMUL_SIZE.value))  # shared machine: best of before and after
   print(f"\n{_DTYPE.value} matmul {_MATMUL_SIZE.value}^2 on {jax.devices()[0].device_kind}: "
         f"{peak / 1e9:.0f} GFLOP/s (best of before and after)", flush=True)
   header = ["config", "size", "clips", "frames", "objects", "JAX step ms (min-max)", "compile s", "GFLOP/step (XLA)",

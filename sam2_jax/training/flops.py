@@ -6,6 +6,8 @@ walks the jaxpr instead: scans count every iteration, conditionals the branch th
 with PRNG keys (and small values computed from them) known, so the prompt plan of the step is known.
 """
 
+import time
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -135,3 +137,16 @@ def step_flops(fn, *args) -> tuple[float, int]:
   counter = ExecutedFlops()
   counter.run(closed.jaxpr, closed.consts, known)
   return counter.flops, counter.unresolved
+
+
+def matmul_rate(dtype: str = "float32", n: int = 1024, reps: int = 3) -> float:
+  """Measured FLOP/s of an n x n matmul in `dtype` on the default device (best of `reps`): the MFU peak."""
+  a, b = (jax.random.normal(k, (n, n), dtype) for k in jax.random.split(jax.random.key(0)))
+  dot = jax.jit(jnp.dot)
+  dot(a, b).block_until_ready()
+  best = float("inf")
+  for _ in range(reps):
+    start = time.perf_counter()
+    dot(a, b).block_until_ready()
+    best = min(best, time.perf_counter() - start)
+  return 2.0 * n ** 3 / best
