@@ -12,7 +12,8 @@ TINY = ["--config.synthetic.num_images=8", "--config.synthetic.num_videos=4", "-
         "--config.synthetic.num_frames=16", "--config.synthetic.eval_num_frames=6", "--config.data.sources.sa1b.batch_size=2",
         "--config.data.sources.sav.batch_size=1", "--config.data.num_frames=4", "--config.prompts.num_correction_pt_per_frame=1",
         "--config.optimizer.warmup_steps=1", "--config.log_every=1", "--config.eval_every=0",
-        "--config.count_flops=False"]
+        "--config.count_flops=False", "--config.model_overrides.image_size=64", "--config.data.resolution=64",
+        "--config.synthetic.size=64", "--config.model_overrides.memory_attention.num_layers=1"]
 
 
 def _env(tmp_path, devices: int = 1) -> dict:
@@ -61,15 +62,17 @@ SHARDED = textwrap.dedent("""
     assert jax.device_count() == 8
     c = get_config("demo")
     c.prompts.num_correction_pt_per_frame = 1
+    c.model_overrides.image_size = 64
+    c.model_overrides.memory_attention.num_layers = 1
     mc = get_model_config(c.model_name, **c.model_overrides.to_dict())
     module = SAM2(mc)
-    params = jax.jit(lambda k: module.init(k, jnp.zeros((1, 128, 128, 3)))["params"])(jax.random.key(0))
+    params = jax.jit(lambda k: module.init(k, jnp.zeros((1, 64, 64, 3)))["params"])(jax.random.key(0))
     tx = optimizer.make_optimizer(c.optimizer, params, 100)
     rng = np.random.default_rng(0)
-    masks = np.zeros((8, 2, 2, 128, 128), bool)
-    masks[:, :, 0, 20:60, 30:70] = True
-    masks[::2, :, 1, 70:100, 10:50] = True
-    batch = dict(images=rng.integers(0, 255, (8, 2, 128, 128, 3), dtype=np.uint8), masks=masks,
+    masks = np.zeros((8, 2, 2, 64, 64), bool)
+    masks[:, :, 0, 10:30, 15:35] = True
+    masks[::2, :, 1, 35:50, 5:25] = True
+    batch = dict(images=rng.integers(0, 255, (8, 2, 64, 64, 3), dtype=np.uint8), masks=masks,
                  obj_valid=np.ones((8, 2), bool))
     results = []
     for data, fsdp in ((1, 1), (4, 2)):
