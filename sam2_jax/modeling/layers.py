@@ -58,3 +58,59 @@ class DepthwiseConv(nn.Module):
     xp = jnp.pad(x.astype(self.dtype), [(0, 0)] * (x.ndim - 3) + [(pad, pad), (pad, pad), (0, 0)])
     out = sum(xp[..., i:i + h, j:j + w, :] * kernel[i, j, 0] for i in range(k) for j in range(k))
     return out + bias
+
+
+class MatmulConv(nn.Module):
+  """2-D convolution (zero padding) as a matmul over its input patches.
+
+  Params are those of `nn.Conv(features, (k, k), strides=(s, s), padding=((p, p), (p, p)))`
+  (kernel (k, k, C_in, features), bias (features,)), and so is the result. XLA's CPU backend runs
+  the kernel gradient of a convolution (even a 1x1 one) and the input gradient of a strided one on
+  a slow generic path; as matmuls, slices and reshapes both are fast. Kernels equal to the stride
+  without padding (patchify, 1x1) reshape the input into patches; others gather k * k strided slices.
+  """
+  features: int
+  kernel_size: int = 1
+  stride: int = 1
+  padding: int = 0
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+    """(..., H, W, C_in) -> (..., (H + 2p - k) / s + 1, (W + 2p - k) / s + 1, features)."""
+    k, s, p, c = self.kernel_size, self.stride, self.padding, x.shape[-1]
+    kernel = self.param("kernel", nn.initializers.lecun_normal(), (k, k, c, self.features)).astype(self.dtype)
+    bias = self.param("bias", nn.initializers.zeros, (self.features,)).astype(self.dtype)
+    x = x.astype(self.dtype)
+    *lead, h, w, _ = x.shape
+    if k == s and p == 0:
+      x = x.reshape(*lead, h // k, k, w // k, k, c)
+      return jnp.einsum("...hpwqc,pqco->...hwo", x, kernel) + bias
+    x = jnp.pad(x, [(0, 0)] * len(lead) + [(p, p), (p, p), (0, 0)])
+    ho, wo = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
+    patches = jnp.stack([x[..., i:i + s * (ho - 1) + 1:s, j:j + s * (wo - 1) + 1:s, :]
+                         for i in range(k) for j in range(k)], axis=-2)
+    return jnp.einsum("...hwkc,kco->...hwo", patches, kernel.reshape(k * k, c, self.features)) + bias
+
+
+class PatchConvTranspose(nn.Module):
+  """Transposed convolution whose kernel equals its stride (non-overlapping outputs), as one matmul.
+
+  Params are those of `nn.ConvTranspose(features, (p, p), strides=(p, p), padding="VALID",
+  transpose_kernel=True)` (kernel (p, p, features, C_in): torch's ConvTranspose2d weight permuted
+  (2, 3, 1, 0)), bias (features,)); output pixel (p i + a, p j + b) is input pixel (i, j) times
+  kernel[a, b]. Same result; XLA's CPU backend runs the gradients of this convolution slowly.
+  """
+  features: int
+  patch_size: int
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+    """(..., H, W, C_in) -> (..., p H, p W, features)."""
+    p, c = self.patch_size, x.shape[-1]
+    kernel = self.param("kernel", nn.initializers.lecun_normal(), (p, p, self.features, c)).astype(self.dtype)
+    bias = self.param("bias", nn.initializers.zeros, (self.features,)).astype(self.dtype)
+    *lead, h, w, _ = x.shape
+    y = jnp.einsum("...hwc,pqoc->...hpwqo", x.astype(self.dtype), kernel)
+    return y.reshape(*lead, h * p, w * p, self.features) + bias

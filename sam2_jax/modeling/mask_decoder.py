@@ -5,7 +5,7 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from sam2_jax.modeling.layers import MLP, gelu, layer_norm
+from sam2_jax.modeling.layers import MLP, MatmulConv, PatchConvTranspose, gelu, layer_norm
 from sam2_jax.modeling.transformer import TwoWayTransformer
 
 Dtype = Any
@@ -44,15 +44,15 @@ class MaskDecoder(nn.Module):
       self.obj_score_token = nn.Embed(1, dim)
     # Non-module entries keep their index, so the params are output_upscaling_{0,1,3} as in torch.
     self.output_upscaling = [
-        nn.ConvTranspose(dim // 4, (2, 2), strides=(2, 2), padding="VALID", transpose_kernel=True, dtype=self.dtype),
+        PatchConvTranspose(dim // 4, 2, dtype=self.dtype),
         layer_norm(1e-6),
         gelu,
-        nn.ConvTranspose(dim // 8, (2, 2), strides=(2, 2), padding="VALID", transpose_kernel=True, dtype=self.dtype),
+        PatchConvTranspose(dim // 8, 2, dtype=self.dtype),
         gelu,
     ]
     if self.use_high_res_features:
-      self.conv_s0 = nn.Conv(dim // 8, (1, 1), dtype=self.dtype)
-      self.conv_s1 = nn.Conv(dim // 4, (1, 1), dtype=self.dtype)
+      self.conv_s0 = MatmulConv(dim // 8, dtype=self.dtype)
+      self.conv_s1 = MatmulConv(dim // 4, dtype=self.dtype)
     self.output_hypernetworks_mlps = [
         MLP(dim, dim // 8, num_layers=3, dtype=self.dtype) for _ in range(self.num_mask_tokens)
     ]

@@ -7,7 +7,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from sam2_jax.modeling.layers import DepthwiseConv, gelu, layer_norm
+from sam2_jax.modeling.layers import DepthwiseConv, MatmulConv, gelu, layer_norm
 from sam2_jax.modeling.position_encoding import sine_pe_2d
 
 Dtype = Any
@@ -33,15 +33,14 @@ class MaskDownSampler(nn.Module):
     num_layers = int(math.log2(self.total_stride) // math.log2(self.stride))
     if self.stride ** num_layers != self.total_stride:
       raise ValueError(f"total_stride {self.total_stride} is not a power of stride {self.stride}.")
-    pad = ((self.padding, self.padding), (self.padding, self.padding))
     channels = x.shape[-1]
     for i in range(num_layers):
       channels *= self.stride ** 2
-      x = nn.Conv(channels, (self.kernel_size, self.kernel_size), strides=(self.stride, self.stride),
-                  padding=pad, dtype=self.dtype, name=f"encoder_{3 * i}")(x)
+      x = MatmulConv(channels, self.kernel_size, self.stride, self.padding, dtype=self.dtype,
+                     name=f"encoder_{3 * i}")(x)
       x = layer_norm(1e-6, name=f"encoder_{3 * i + 1}")(x).astype(x.dtype)
       x = gelu(x)
-    return nn.Conv(self.embed_dim, (1, 1), dtype=self.dtype, name=f"encoder_{3 * num_layers}")(x)
+    return MatmulConv(self.embed_dim, dtype=self.dtype, name=f"encoder_{3 * num_layers}")(x)
 
 
 class CXBlock(nn.Module):
@@ -100,11 +99,11 @@ class MemoryEncoder(nn.Module):
     if not skip_mask_sigmoid:
       masks = jax.nn.sigmoid(masks)
     masks = MaskDownSampler(self.in_dim, dtype=self.dtype, name="mask_downsampler")(masks)
-    x = nn.Conv(self.in_dim, (1, 1), dtype=self.dtype, name="pix_feat_proj")(pix_feat)
+    x = MatmulConv(self.in_dim, dtype=self.dtype, name="pix_feat_proj")(pix_feat)
     x = x + masks
     x = Fuser(self.in_dim, dtype=self.dtype, name="fuser")(x)
     if self.out_dim != self.in_dim:
-      x = nn.Conv(self.out_dim, (1, 1), dtype=self.dtype, name="out_proj")(x)
+      x = MatmulConv(self.out_dim, dtype=self.dtype, name="out_proj")(x)
     b, h, w, _ = x.shape
     pos = jnp.broadcast_to(jnp.asarray(sine_pe_2d(h, w, self.out_dim), x.dtype), (b, h, w, self.out_dim))
     return {"vision_features": x, "vision_pos_enc": [pos]}

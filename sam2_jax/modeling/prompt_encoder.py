@@ -5,7 +5,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from sam2_jax.modeling.layers import gelu, layer_norm
+from sam2_jax.modeling.layers import MatmulConv, gelu, layer_norm
 from sam2_jax.modeling.position_encoding import PositionEmbeddingRandom
 
 Dtype = Any
@@ -32,13 +32,13 @@ class PromptEncoder(nn.Module):
     self.no_mask_embed = nn.Embed(1, self.embed_dim)
     # Non-module entries keep their index, so the params are mask_downscaling_{0,1,3,4,6} as in torch.
     self.mask_downscaling = [
-        nn.Conv(self.mask_in_chans // 4, (2, 2), strides=(2, 2), padding="VALID", dtype=self.dtype),
+        MatmulConv(self.mask_in_chans // 4, 2, 2, dtype=self.dtype),
         layer_norm(1e-6),
         gelu,
-        nn.Conv(self.mask_in_chans, (2, 2), strides=(2, 2), padding="VALID", dtype=self.dtype),
+        MatmulConv(self.mask_in_chans, 2, 2, dtype=self.dtype),
         layer_norm(1e-6),
         gelu,
-        nn.Conv(self.embed_dim, (1, 1), dtype=self.dtype),
+        MatmulConv(self.embed_dim, dtype=self.dtype),
     ]
 
   @property
