@@ -75,8 +75,15 @@ def window_unpartition(windows: jnp.ndarray, window: int, padded_hw: tuple[int, 
 
 
 def _max_pool(x: jnp.ndarray, stride: tuple[int, int]) -> jnp.ndarray:
-  """Non-overlapping max pooling of (B, H, W, C) with kernel = stride (floor on odd sizes)."""
-  return nn.max_pool(x, window_shape=tuple(stride), strides=tuple(stride), padding="VALID")
+  """Non-overlapping max pooling of (B, H, W, C) with kernel = stride (floor on odd sizes).
+
+  A max over reshaped windows: the same values as a reduce-window, whose gradient XLA's CPU backend
+  runs slowly (a variadic argmax reduce-window over index iotas).
+  """
+  b, h, w, c = x.shape
+  sh, sw = stride
+  x = x[:, :h - h % sh, :w - w % sw]
+  return jnp.max(x.reshape(b, h // sh, sh, w // sw, sw, c), axis=(2, 4))
 
 
 # Attention whose (B, heads, Tq, Tk) float32 scores would exceed this many bytes runs over chunks

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from sam2_jax.modeling.hiera import Hiera
+from sam2_jax.modeling.layers import MatmulConv
 from sam2_jax.modeling.position_encoding import sine_pe_2d
 
 Dtype = Any
@@ -19,7 +20,7 @@ class _Lateral(nn.Module):
 
   @nn.compact
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-    return nn.Conv(self.features, (1, 1), dtype=self.dtype, name="conv")(x)
+    return MatmulConv(self.features, dtype=self.dtype, name="conv")(x)
 
 
 class FpnNeck(nn.Module):

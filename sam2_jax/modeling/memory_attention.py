@@ -60,8 +60,8 @@ class RoPEAttention(nn.Module):
     if num_k_rope % n:
       raise ValueError(f"{num_k_rope} rotated keys are not a whole number of {n}-token frames.")
     angles = axial_rope_angles(head_dim, side, side, self.rope_theta)
-    q = apply_rope(q, jnp.asarray(angles))
-    k_rot = apply_rope(k[:, :, :num_k_rope], jnp.asarray(np.tile(angles, (num_k_rope // n, 1))))
+    q = apply_rope(q, angles)
+    k_rot = apply_rope(k[:, :, :num_k_rope], np.tile(angles, (num_k_rope // n, 1)))
     k = jnp.concatenate([k_rot, k[:, :, num_k_rope:]], axis=2)
 
     logits = jnp.einsum("bhnd,bhmd->bhnm", q, k, preferred_element_type=jnp.float32) / math.sqrt(head_dim)

@@ -79,14 +79,15 @@ def axial_rope_angles(dim: int, end_x: int, end_y: int, theta: float = 10000.0) 
   return np.concatenate([np.outer(t_x, freqs), np.outer(t_y, freqs)], axis=-1).astype(np.float32)
 
 
-def apply_rope(x: jnp.ndarray, angles: jnp.ndarray) -> jnp.ndarray:
+def apply_rope(x: jnp.ndarray, angles: np.ndarray | jnp.ndarray) -> jnp.ndarray:
   """Rotates interleaved channel pairs (0,1), (2,3), ... of x (..., N, D) by angles (N, D // 2).
 
   Computed in float32 and cast back to x's dtype, as the official complex-valued version.
   """
   dtype = x.dtype
   x = x.astype(jnp.float32).reshape(*x.shape[:-1], -1, 2)
-  cos, sin = jnp.cos(angles), jnp.sin(angles)
+  xp = np if isinstance(angles, np.ndarray) else jnp  # NumPy angles: cos and sin become constants
+  cos, sin = xp.cos(angles), xp.sin(angles)
   a, b = x[..., 0], x[..., 1]
   out = jnp.stack([a * cos - b * sin, a * sin + b * cos], axis=-1)
   return out.reshape(*out.shape[:-2], -1).astype(dtype)
