@@ -8,7 +8,8 @@ own; then steps are timed to `block_until_ready`. `--remat` (on by default, as i
 training configs of configs/train.py) recomputes each frame step in the backward pass: without
 it the scan over frames keeps the residuals of all 7 correction rounds for every frame (both
 sides of a `lax.cond` leave residuals), e.g. 3.0 GB of XLA temporaries for t at 128 (0.9 GB with
-remat), growing with the image area; it is also slower here (12.4 s vs 10.7 s for t at 256).
+remat), growing with the image area; it was also slower here (12.4 s vs 10.7 s for t at 256, measured
+before the convolution rewrites of layers.py).
 
 Prompt simulation is fixed so that every timed step does the same work: the official MOSE recipe's
 prompt config with a fixed plan, the costliest one the recipe can draw: point prompts (never the
