@@ -5,7 +5,8 @@ r"""Training configs: `python train.py --config=configs/train.py:<name> --workdi
 - sa1b_sav_t, sa1b_sav_s, sa1b_sav_b+, sa1b_sav_l: joint SA-1B image + SA-V video training at
   1024 (set config.data.sources.{sa1b,sav}.paths to the ArrayRecord shards of data/*_to_arrayrecord.py).
 - finetune_vos: the official MOSE fine-tune recipe (b+, lr 5e-6 / vision 3e-6, 8-frame clips,
-  3 objects, from an official checkpoint: set config.init_checkpoint and config.data.sources.vos.paths).
+  3 objects, drop path 0.1 in the trunk, from an official checkpoint: set config.init_checkpoint and
+  config.data.sources.vos.paths).
 """
 
 import ml_collections
@@ -57,6 +58,7 @@ def _sa1b_sav(size: str) -> ml_collections.ConfigDict:
 def _finetune_vos() -> ml_collections.ConfigDict:
   c = _base()
   c.model_name = "sam2.1_hiera_b+"
+  c.model_overrides.trunk = ml_collections.ConfigDict({"drop_path_rate": 0.1})
   c.optimizer.lr, c.optimizer.vision_lr = 5e-6, 3e-6
   c.data.sources.sa1b.paths = ""
   c.data.sources.sav.paths = ""

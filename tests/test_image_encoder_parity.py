@@ -59,3 +59,29 @@ def test_image_encoder_parity(name, image_size, batch):
     for level, (a, e) in enumerate(zip(ours[key], official[key])):
       assert rel_err(nchw(a), e.numpy()) <= TOL, f"{key}[{level}]"
   assert ours["vision_features"].shape == (batch, image_size // 16, image_size // 16, 256)
+
+
+def test_drop_path_only_when_not_deterministic():
+  """The trunk's drop path (official DropPath: one keep/drop draw per sample and block) acts only in training."""
+  from sam2_jax.build_sam import get_model_config  # pylint: disable=g-import-not-at-top
+  from sam2_jax.modeling.sam2 import SAM2  # pylint: disable=g-import-not-at-top
+  trunk = {"embed_dim": 32, "num_heads": 1, "stages": (1, 1, 2, 1), "global_att_blocks": (3,), "window_spec": (8, 4, 8, 4)}
+  plain = SAM2(get_model_config("sam2.1_hiera_t", image_size=64, trunk=trunk))
+  dropping = SAM2(get_model_config("sam2.1_hiera_t", image_size=64, trunk=dict(trunk, drop_path_rate=0.5)))
+  image = jax.random.normal(jax.random.key(0), (1, 64, 64, 3))
+  images = jax.numpy.concatenate([image, image])
+  params = plain.init(jax.random.key(1), image)["params"]
+
+  def features(module, deterministic, key=2):
+    out = module.apply({"params": params}, images, deterministic, method=SAM2.forward_image,
+                       rngs={"dropout": jax.random.key(key)})
+    return np.asarray(out["vision_features"])
+
+  reference = features(plain, True)
+  np.testing.assert_array_equal(features(dropping, True), reference)
+  np.testing.assert_array_equal(features(plain, False), reference)
+  trained = features(dropping, False)
+  np.testing.assert_array_equal(features(dropping, False), trained)  # same key, same draws
+  assert not np.allclose(trained, reference, atol=1e-3)
+  assert not np.allclose(features(dropping, False, key=3), trained, atol=1e-3)
+  assert not np.allclose(trained[0], trained[1], atol=1e-3)  # each sample draws its own blocks

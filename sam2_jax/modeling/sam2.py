@@ -89,14 +89,14 @@ class SAM2(nn.Module):
         num_obj_ptr_tokens=0)
     return dict(out, memory=mem, mask_out=mask_out["obj_ptr"], tokens=tokens[0], conditioned=conditioned)
 
-  def forward_image(self, images: jnp.ndarray) -> dict[str, Any]:
-    """Image features of normalised images (B, H, W, 3).
+  def forward_image(self, images: jnp.ndarray, deterministic: bool = True) -> dict[str, Any]:
+    """Image features of normalised images (B, H, W, 3); `deterministic=False` applies the trunk's drop path.
 
     Returns `vision_features` (B, h, w, 256) (the lowest-resolution level, before memory),
     `vision_pos_enc` (h, w, 256) for it, and `high_res_features`: the two higher-resolution FPN
     levels already projected by the decoder's conv_s0 / conv_s1, [(B, 4h, 4w, 32), (B, 2h, 2w, 64)].
     """
-    out = self.image_encoder(images)
+    out = self.image_encoder(images, deterministic)
     fpn = out["backbone_fpn"]
     feat_s0, feat_s1 = self.sam_mask_decoder.project_high_res_features(fpn[0], fpn[1])
     pos = out["vision_pos_enc"][-1]

@@ -78,7 +78,7 @@ def clip_losses(module: SAM2, batch: dict[str, jax.Array], key: jax.Array, promp
   o = gt_masks.shape[2]
   n = b * o
   x = (images.reshape(b * t, s, s, 3).astype(jnp.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
-  feats = module.forward_image(x)
+  feats = module.forward_image(x, deterministic=freeze_image_encoder)  # drop path in a trained trunk
   if freeze_image_encoder:
     feats = jax.lax.stop_gradient(feats)
   per_object = lambda f: jnp.repeat(jnp.swapaxes(f.reshape(b, t, *f.shape[1:]), 0, 1), o, axis=1)  # (T, N, ...)
