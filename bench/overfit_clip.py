@@ -27,9 +27,11 @@ import optax
 from configs.train import get_config
 from data import synthetic
 from sam2_jax.build_sam import SAM2Model, get_model_config
+from sam2_jax.evaluation.clicks import mask_iou
 from sam2_jax.modeling import track
 from sam2_jax.modeling.memory_bank import MemoryBank
 from sam2_jax.modeling.sam2 import SAM2
+from sam2_jax.predictors.transforms import IMAGENET_MEAN, IMAGENET_STD
 from sam2_jax.predictors.video import SAM2VideoPredictor
 from sam2_jax.training import prompt_simulation, step
 
@@ -57,7 +59,7 @@ def pick_clip(size: int, num_frames: int, frame_step: int, num_objects: int, see
 
 def memory_difference(module: SAM2, frames: np.ndarray, masks: np.ndarray) -> tuple[jax.Array, jax.Array]:
   """Relative difference between objects 0 and 1 of the frame-0 memory and the frame-1 conditioned features."""
-  x = (jnp.asarray(frames[:2], jnp.float32) / 255.0 - step.IMAGENET_MEAN) / step.IMAGENET_STD
+  x = (jnp.asarray(frames[:2], jnp.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
   feats = module.forward_image(x)
   frame = lambda i: {"vision_features": feats["vision_features"][i:i + 1], "vision_pos_enc": feats["vision_pos_enc"],
                      "high_res_features": [h[i:i + 1] for h in feats["high_res_features"]]}
@@ -85,9 +87,7 @@ def tracked_iou(config, params, frames: np.ndarray, masks: np.ndarray) -> np.nda
   for frame_idx, _, logits in predictor.propagate_in_video(state):
     if frame_idx:
       pred = np.asarray(logits[:, 0] > 0)
-      gt = masks[frame_idx]
-      union = np.maximum((pred | gt).sum((1, 2)), 1)
-      ious.append((pred & gt).sum((1, 2)) / union)
+      ious.append([mask_iou(p, g) for p, g in zip(pred, masks[frame_idx])])
   return np.mean(ious, axis=0)
 
 
