@@ -52,7 +52,7 @@ def main(argv):
   import numpy as np  # pylint: disable=g-import-not-at-top
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
   from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
-  from sam2_jax.build_sam import SAM2Model, build_sam2, get_model_config  # pylint: disable=g-import-not-at-top
+  from sam2_jax.build_sam import SAM2Model, build_sam2, get_model_config, init_params  # pylint: disable=g-import-not-at-top
   from sam2_jax.data import pipeline  # pylint: disable=g-import-not-at-top
   from sam2_jax.evaluation import vos_inference  # pylint: disable=g-import-not-at-top
   from sam2_jax.modeling.sam2 import SAM2  # pylint: disable=g-import-not-at-top
@@ -68,11 +68,8 @@ def main(argv):
   module = SAM2(model_config)
   mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp)
 
-  def init_params(key):
-    image = jnp.zeros((1, model_config.image_size, model_config.image_size, 3))
-    return module.init(key, image)["params"]
-
-  abstract_params = jax.eval_shape(init_params, jax.random.key(0))
+  random_params = functools.partial(init_params, model_config)
+  abstract_params = jax.eval_shape(random_params, jax.random.key(0))
   tx = optimizer.make_optimizer(config.optimizer, abstract_params, config.num_steps)
 
   def init_state(params, key):
@@ -102,7 +99,7 @@ def main(argv):
     if config.init_checkpoint:
       params = build_sam2(config.model_name, config.init_checkpoint, apply_postprocessing=False, **overrides).params
     else:
-      params = jax.jit(init_params, out_shardings=state_shardings.params)(key_init)
+      params = jax.jit(random_params, out_shardings=state_shardings.params)(key_init)
     state = jax.jit(init_state, out_shardings=state_shardings)(params, key_train)
 
   train_step = jax.jit(

@@ -26,7 +26,7 @@ import optax
 
 from configs.train import get_config
 from data import synthetic
-from sam2_jax.build_sam import SAM2Model, get_model_config
+from sam2_jax.build_sam import SAM2Model, get_model_config, init_params
 from sam2_jax.evaluation.clicks import mask_iou
 from sam2_jax.modeling import track
 from sam2_jax.modeling.memory_bank import MemoryBank
@@ -44,6 +44,9 @@ _FRAMES = flags.DEFINE_integer("num_frames", 8, "Frames in the clip.")
 _FRAME_STEP = flags.DEFINE_integer("frame_step", 0, "Motion between frames (0: all frames equal).")
 _BLANK = flags.DEFINE_bool("blank", False, "Replace the frames by uniform grey (masks unchanged).")
 _MASK_SCALE = flags.DEFINE_float("mask_scale", 1.0, "Factor on the memory encoder's mask projection at init.")
+_MULTIMASK = flags.DEFINE_bool("multimask_output_for_tracking", False,
+                                "Three masks on tracked frames, the best one supervised and the highest predicted "
+                                "IoU tracked (the official setting; off, one mask must be the object's).")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the clip, the weights and the prompts.")
 
 
@@ -94,7 +97,8 @@ def tracked_iou(config, params, frames: np.ndarray, masks: np.ndarray) -> np.nda
 def main(argv):
   del argv
   demo = get_config("demo")
-  overrides = dict(demo.model_overrides.to_dict(), image_size=_SIZE.value, multimask_output_for_tracking=False)
+  overrides = dict(demo.model_overrides.to_dict(), image_size=_SIZE.value,
+                   multimask_output_for_tracking=_MULTIMASK.value)
   config = get_model_config(demo.model_name, **overrides)
   module = SAM2(config)
   frames, masks = pick_clip(_SIZE.value, _FRAMES.value, _FRAME_STEP.value, _OBJECTS.value, _SEED.value)
@@ -102,8 +106,7 @@ def main(argv):
     frames = np.full_like(frames, 128)
   print(f"clip: {masks.shape[1]} objects, frame-0 areas {masks[0].sum((1, 2)).tolist()} px", flush=True)
 
-  params = flax.core.unfreeze(module.init(jax.random.key(_SEED.value), jnp.zeros((1, _SIZE.value, _SIZE.value, 3))))
-  params = params["params"]
+  params = flax.core.unfreeze(init_params(config, _SEED.value))
   downsampler = params["memory_encoder"]["mask_downsampler"]
   last = max(downsampler, key=lambda name: int(name.split("_")[1]))
   downsampler[last]["kernel"] = downsampler[last]["kernel"] * _MASK_SCALE.value

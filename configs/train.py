@@ -33,7 +33,7 @@ def _base() -> ml_collections.ConfigDict:
   c.eval_every = 5000
   c.eval_data = ""            # a DAVIS-layout folder of held-out videos
   c.eval_max_videos = 8
-  c.remat = False
+  c.remat = True  # recompute each frame step in the backward pass: less memory, and faster on every size measured
   c.freeze_image_encoder = False
   c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1})
   c.synthetic = ml_collections.ConfigDict({"generate": False})
@@ -51,7 +51,6 @@ def _sa1b_sav(size: str) -> ml_collections.ConfigDict:
   c.data.sources.sav.batch_size = 16
   c.data.sources.sa1b.weight = 1.0
   c.data.sources.sav.weight = 1.0
-  c.remat = True
   return c
 
 
@@ -64,7 +63,6 @@ def _finetune_vos() -> ml_collections.ConfigDict:
   c.data.sources.sav.paths = ""
   c.data.sources.vos = ml_collections.ConfigDict(dict(paths="", video=True, batch_size=8, weight=1.0))
   c.num_steps = 40 * 1000
-  c.remat = True
   return c
 
 

@@ -14,6 +14,7 @@ from configs import model as model_configs
 from sam2_jax.checkpoint import hf as hf_ckpt
 from sam2_jax.checkpoint import orbax as orbax_ckpt
 from sam2_jax.checkpoint import torch as torch_ckpt
+from sam2_jax.modeling.initialization import torch_default_init
 from sam2_jax.modeling.sam2 import SAM2
 
 Params = Any
@@ -65,10 +66,20 @@ def abstract_params(config: ml_collections.FrozenConfigDict) -> Params:
   return jax.eval_shape(lambda x: SAM2(config).init(jax.random.key(0), x), image)["params"]
 
 
-def init_params(config: ml_collections.FrozenConfigDict, seed: int = 0) -> Params:
-  """Randomly initialised params."""
+def init_params(config: ml_collections.FrozenConfigDict, seed: int | jax.Array = 0) -> Params:
+  """Randomly initialised params, distributed as the official model's (`torch_default_init`).
+
+  `seed` is an int or a PRNG key; the result is jitted, so it can be placed with `out_shardings`
+  when this is wrapped in `jax.jit`.
+  """
+  key = jax.random.key(seed) if isinstance(seed, int) else seed
   image = jnp.zeros((1, config.image_size, config.image_size, 3), jnp.float32)
-  return jax.jit(lambda key: SAM2(config).init(key, image))(jax.random.key(seed))["params"]
+
+  def init(key):
+    key_flax, key_torch = jax.random.split(key)
+    return torch_default_init(SAM2(config).init(key_flax, image)["params"], key_torch)
+
+  return jax.jit(init)(key)
 
 
 def infer_config_name(state_dict: Mapping[str, Any]) -> str:

@@ -60,7 +60,7 @@ class SAM2(nn.Module):
     if c.proj_tpos_enc_in_obj_ptrs:
       self.obj_ptr_tpos_proj = nn.Dense(c.mem_dim, dtype=dtype)
     self.mask_downsample = MatmulConv(1, 4, 4, dtype=dtype)
-    init = nn.initializers.truncated_normal(0.02)
+    init = nn.initializers.normal(0.02)  # torch's trunc_normal_(std=0.02) cuts at +-2, i.e. 100 std
     self.maskmem_tpos_enc = self.param("maskmem_tpos_enc", init, (c.num_maskmem, 1, 1, c.mem_dim))
     self.no_mem_embed = self.param("no_mem_embed", init, (1, 1, HIDDEN_DIM))
     self.no_mem_pos_enc = self.param("no_mem_pos_enc", init, (1, 1, HIDDEN_DIM))

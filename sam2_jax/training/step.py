@@ -71,7 +71,7 @@ def _sam_heads(module: SAM2, pix, high_res, coords, labels, num_points, mask_inp
 
 def clip_losses(module: SAM2, batch: dict[str, jax.Array], key: jax.Array, prompts: ml_collections.ConfigDict,
                 loss_config: losses.LossConfig = losses.LossConfig(), freeze_image_encoder: bool = False,
-                remat: bool = False) -> tuple[jax.Array, dict[str, jax.Array]]:
+                remat: bool = True) -> tuple[jax.Array, dict[str, jax.Array]]:
   """The official training loss of a batch of clips (use through `module.apply`)."""
   images, gt_masks, valid = batch["images"], batch["masks"], batch["obj_valid"]
   b, t, s = images.shape[:3]
@@ -187,7 +187,7 @@ def _mask_iou(pred: jax.Array, gt: jax.Array) -> jax.Array:
 
 def train_step(module: SAM2, tx: optax.GradientTransformation, state: TrainState, batch: dict[str, jax.Array],
                prompts: ml_collections.ConfigDict, loss_config: losses.LossConfig = losses.LossConfig(),
-               freeze_image_encoder: bool = False, remat: bool = False) -> tuple[TrainState, dict[str, jax.Array]]:
+               freeze_image_encoder: bool = False, remat: bool = True) -> tuple[TrainState, dict[str, jax.Array]]:
   """One optimisation step: loss and gradients of `clip_losses`, then the optimizer update."""
   rng, key, dropout_key = jax.random.split(state.rng, 3)
 
