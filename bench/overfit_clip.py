@@ -1,20 +1,23 @@
 r"""Does a from-scratch model learn to read its memory? Overfits one synthetic clip and says.
 
-Trains the demo model (`configs/train.py:demo`, one mask output on tracked frames) on one fixed
-clip with several objects: each object's ground-truth mask on frame 0 is the prompt, frames 1.. are
-tracked from memory alone, official losses, Adam. Then it tracks the clip with the video predictor
-and prints, per object, the mean IoU on the tracked frames, and how much the objects' memories
-and memory-conditioned features (frame 1) differ. A model that reads its memory gives each
-object its own mask; one that does not gives every object the same mask (for two objects: the
-union), and the objects' features converge.
+Trains the demo model (`configs/train.py:demo`, initialised as the official model is, one mask
+output on tracked frames unless `--multimask_output_for_tracking`) on one fixed clip with several
+objects: each object's ground-truth mask on frame 0 is the prompt, frames 1.. are tracked from
+memory alone, official losses, Adam. Then it tracks the clip with the video predictor and prints,
+per object, the mean IoU on the tracked frames, and how much the objects' memories and
+memory-conditioned features (frame 1) differ. A model that reads its memory gives each object its
+own mask; one that does not gives every object the same mask (for two objects: the union), and
+the objects' features converge.
 
-  python -m bench.overfit_clip                      # the demo model, a static 2-object clip
   python -m bench.overfit_clip --blank              # uniform grey frames: the memory holds the only clue
-  python -m bench.overfit_clip --mask_scale=10      # a 10x stronger mask signal in the memory encoder
+  python -m bench.overfit_clip --blank --lr=1e-3    # too high a rate: the memory signal is suppressed
+  python -m bench.overfit_clip                      # the clip's own frames
+  python -m bench.overfit_clip --blank --official   # the same with the official SAM2Train
 """
 
 import functools
 import time
+from typing import Any, Callable
 
 from absl import app
 from absl import flags
@@ -24,9 +27,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from bench import official_training
 from configs.train import get_config
 from data import synthetic
 from sam2_jax.build_sam import SAM2Model, get_model_config, init_params
+from sam2_jax.checkpoint.torch import state_dict_to_params
 from sam2_jax.evaluation.clicks import mask_iou
 from sam2_jax.modeling import track
 from sam2_jax.modeling.memory_bank import MemoryBank
@@ -36,9 +41,9 @@ from sam2_jax.predictors.video import SAM2VideoPredictor
 from sam2_jax.training import prompt_simulation, step
 
 _SIZE = flags.DEFINE_integer("image_size", 128, "Square input size.")
-_STEPS = flags.DEFINE_integer("steps", 150, "Optimisation steps.")
-_REPORT_EVERY = flags.DEFINE_integer("report_every", 75, "Steps between evaluations.")
-_LR = flags.DEFINE_float("lr", 1e-3, "Adam learning rate (gradients clipped at norm 1).")
+_STEPS = flags.DEFINE_integer("steps", 600, "Optimisation steps.")
+_REPORT_EVERY = flags.DEFINE_integer("report_every", 200, "Steps between evaluations.")
+_LR = flags.DEFINE_float("lr", 1e-4, "Adam learning rate (gradients clipped at norm 1).")
 _OBJECTS = flags.DEFINE_integer("num_objects", 2, "Objects in the clip.")
 _FRAMES = flags.DEFINE_integer("num_frames", 8, "Frames in the clip.")
 _FRAME_STEP = flags.DEFINE_integer("frame_step", 0, "Motion between frames (0: all frames equal).")
@@ -47,6 +52,8 @@ _MASK_SCALE = flags.DEFINE_float("mask_scale", 1.0, "Factor on the memory encode
 _MULTIMASK = flags.DEFINE_bool("multimask_output_for_tracking", False,
                                 "Three masks on tracked frames, the best one supervised and the highest predicted "
                                 "IoU tracked (the official setting; off, one mask must be the object's).")
+_OFFICIAL = flags.DEFINE_bool("official", False, "Train the official SAM2Train instead (same sizes, prompts, losses "
+                               "and Adam; its own init), converted to our model for the report.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the clip, the weights and the prompts.")
 
 
@@ -94,6 +101,55 @@ def tracked_iou(config, params, frames: np.ndarray, masks: np.ndarray) -> np.nda
   return np.mean(ious, axis=0)
 
 
+def jax_trainer(module: SAM2, params, batch: dict[str, np.ndarray]) -> Callable[[], tuple[Any, float]]:
+  """Our train step with Adam on `batch`: a function doing one step, returning (params, loss)."""
+  prompts = prompt_simulation.default_config()
+  prompts.prob_to_use_pt_input, prompts.num_init_cond_frames = 0.0, 1
+  tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(_LR.value))
+  state = step.TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
+                          rng=jax.random.key(_SEED.value + 1))
+  train = jax.jit(functools.partial(step.train_step, module, tx, prompts=prompts))
+  batch = jax.tree.map(jnp.asarray, batch)
+
+  def advance():
+    nonlocal state
+    state, metrics = train(state, batch)
+    return state.params, float(metrics["loss"])
+
+  return advance
+
+
+def official_trainer(name: str, overrides: dict[str, Any], batch: dict[str, np.ndarray],
+                     abstract_params) -> Callable[[], tuple[Any, float]]:
+  """The official SAM2Train (same sizes and prompts, its own init) with torch Adam on `batch`, as `jax_trainer`."""
+  import torch  # pylint: disable=g-import-not-at-top
+
+  torch.manual_seed(_SEED.value)
+  model = official_training.build_official_train(
+      name, overrides["image_size"], trunk=dict(overrides["trunk"], drop_path_rate=0.0),
+      memory_attention=overrides["memory_attention"],
+      multimask_output_for_tracking=overrides["multimask_output_for_tracking"],
+      prob_to_use_pt_input_for_train=0.0, num_init_cond_frames_for_train=1, rand_init_cond_frames_for_train=False)
+  loss_fn = official_training.official_loss()
+  opt = torch.optim.Adam(model.parameters(), lr=_LR.value)
+  torch_batch = official_training.official_batch(batch)
+  count = 0
+
+  def advance():
+    nonlocal count
+    count += 1
+    model.rng = np.random.default_rng(_SEED.value + count)
+    opt.zero_grad(set_to_none=True)
+    loss = loss_fn(model(torch_batch), torch_batch.masks)["core_loss"]
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    state_dict = {k: v.detach().numpy() for k, v in model.state_dict().items()}
+    return state_dict_to_params(state_dict, abstract_params), float(loss.detach())
+
+  return advance
+
+
 def main(argv):
   del argv
   demo = get_config("demo")
@@ -105,37 +161,33 @@ def main(argv):
   if _BLANK.value:
     frames = np.full_like(frames, 128)
   print(f"clip: {masks.shape[1]} objects, frame-0 areas {masks[0].sum((1, 2)).tolist()} px", flush=True)
+  batch = dict(images=frames[None], masks=masks[None], obj_valid=np.ones((1, masks.shape[1]), bool))
 
   params = flax.core.unfreeze(init_params(config, _SEED.value))
-  downsampler = params["memory_encoder"]["mask_downsampler"]
-  last = max(downsampler, key=lambda name: int(name.split("_")[1]))
-  downsampler[last]["kernel"] = downsampler[last]["kernel"] * _MASK_SCALE.value
-
-  prompts = prompt_simulation.default_config()
-  prompts.prob_to_use_pt_input, prompts.num_init_cond_frames = 0.0, 1
-  tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(_LR.value))
-  state = step.TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
-                          rng=jax.random.key(_SEED.value + 1))
-  train = jax.jit(functools.partial(step.train_step, module, tx, prompts=prompts))
-  batch = dict(images=jnp.asarray(frames[None]), masks=jnp.asarray(masks[None]),
-               obj_valid=jnp.ones((1, masks.shape[1]), bool))
+  if _OFFICIAL.value:
+    advance = official_trainer(demo.model_name, overrides, batch, params)
+  else:
+    downsampler = params["memory_encoder"]["mask_downsampler"]
+    last = max(downsampler, key=lambda name: int(name.split("_")[1]))
+    downsampler[last]["kernel"] = downsampler[last]["kernel"] * _MASK_SCALE.value
+    advance = jax_trainer(module, params, batch)
   differences = jax.jit(lambda p: module.apply({"params": p}, frames, masks, method=memory_difference))
 
-  def report(tag: str) -> None:
-    mem, cond = differences(state.params)
-    iou = tracked_iou(config, state.params, frames, masks) if tag != "init" else None
+  def report(tag: str, params) -> None:
+    mem, cond = differences(params)
+    iou = tracked_iou(config, params, frames, masks) if tag != "init" else None
     iou_text = "" if iou is None else f" tracked IoU per object {np.round(iou, 3).tolist()}"
     print(f"{tag}: objects' memories differ by {float(mem):.2%}, conditioned features by {float(cond):.2%}"
           + iou_text, flush=True)
 
-  report("init")
+  if not _OFFICIAL.value:
+    report("init", params)
   start = time.perf_counter()
   for i in range(1, _STEPS.value + 1):
-    state, metrics = train(state, batch)
+    params, loss = advance()
     if i % _REPORT_EVERY.value == 0 or i == _STEPS.value:
-      print(f"step {i} ({time.perf_counter() - start:.0f} s): loss {float(metrics['loss']):.3f} "
-            f"dice {float(metrics['loss_dice']):.3f} train mask IoU {float(metrics['mask_iou']):.3f}", flush=True)
-      report(f"step {i}")
+      print(f"step {i} ({time.perf_counter() - start:.0f} s): loss {loss:.3f}", flush=True)
+      report(f"step {i}", params)
 
 
 if __name__ == "__main__":

@@ -4,12 +4,14 @@ For each config a synthetic batch in the data pipeline's layout (images uint8 (B
 random; masks bool (B, T, O, S, S), one moving ellipse per object; obj_valid all True) goes through
 `sam2_jax.training.step.train_step` (loss, gradients, AdamW of `make_optimizer` with the MOSE
 fine-tune values), jitted with the train state donated as in train.py. Compilation is timed on its
-own; then steps are timed to `block_until_ready`. `--remat` (on by default, as in the 1024
-training configs of configs/train.py) recomputes each frame step in the backward pass: without
-it the scan over frames keeps the residuals of all 7 correction rounds for every frame (both
-sides of a `lax.cond` leave residuals), e.g. 3.0 GB of XLA temporaries for t at 128 (0.9 GB with
-remat), growing with the image area; it was also slower here (12.4 s vs 10.7 s for t at 256, measured
-before the convolution rewrites of layers.py).
+own; then steps are timed to `block_until_ready`. `--remat` (on by default, as in every config
+of configs/train.py) recomputes each frame step in the backward pass: without it the scan over
+frames stacks, for every frame, the residuals of both sides of each `lax.cond` (the untaken side
+filled with zeros) and of the 7 correction rounds, e.g. 3.0 GB of XLA temporaries for t at 128
+(0.9 GB with remat), growing with the image area. Filling and copying those buffers also made it
+slower: 12.4 s vs 10.7 s for t at 256 (before the convolution rewrites of layers.py), and for the
+demo model at 128 (2 objects, 8 frames) 0.80 s vs 0.43 s with a mask prompt, 0.98 s vs 0.60 s with
+correction clicks.
 
 Prompt simulation is fixed so that every timed step does the same work: the official MOSE recipe's
 prompt config with a fixed plan, the costliest one the recipe can draw: point prompts (never the
@@ -52,12 +54,7 @@ accelerator, so that target has not been measured here.
 """
 
 import dataclasses
-import importlib
-import importlib.util
-import os
-import sys
 import time
-import types
 from typing import Any
 
 import jax
@@ -66,6 +63,7 @@ import numpy as np
 from absl import app, flags
 
 from bench import common
+from bench import official_training
 from sam2_jax.build_sam import get_model_config, init_params
 from sam2_jax.modeling.sam2 import SAM2
 from sam2_jax.training import flops
@@ -86,9 +84,6 @@ _OFFICIAL = flags.DEFINE_bool("official", True, "Also time the official SAM2Trai
 _MATMUL_SIZE = flags.DEFINE_integer("matmul_size", 4096, "Side of the square matmul timed for the peak.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the weights, the batch and the prompt simulation.")
 
-IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
-IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
-MOSE_YAML = "configs/sam2.1_training/sam2.1_hiera_b+_MOSE_finetune.yaml"
 # The fixed plan (see the module docstring), in our prompt config and as official SAM2Train fields.
 FIXED_PLAN = dict(prob_to_use_pt_input=1.0, num_init_cond_frames=1, rand_init_cond_frames=False,
                   num_frames_to_correct=2, rand_frames_to_correct=False)
@@ -162,83 +157,16 @@ def build_jax_step(name: str, data: dict[str, np.ndarray], dtype: str, remat: bo
 
 
 # ------------------------------------------------------------------------------ official
-def _import_official_training() -> None:
-  """Imports the official `training` package, standing in for what it needs but this venv lacks.
-
-  `tensordict.tensorclass` (only used as a dataclass with a `batch_size` here) and
-  `training.trainer` (which imports tensorboard; the loss takes only `CORE_LOSS_KEY` from it).
-  """
-  if "tensordict" not in sys.modules and importlib.util.find_spec("tensordict") is None:
-    def tensorclass(cls):
-      cls = dataclasses.dataclass(cls)
-      init = cls.__init__
-
-      def __init__(self, *args, batch_size=None, **kwargs):
-        init(self, *args, **kwargs)
-        self.batch_size = list(batch_size or [])
-
-      cls.__init__ = __init__
-      return cls
-
-    sys.modules["tensordict"] = types.SimpleNamespace(tensorclass=tensorclass)
-  try:
-    importlib.import_module("training.trainer")
-  except ImportError:
-    sys.modules["training.trainer"] = types.SimpleNamespace(CORE_LOSS_KEY="core_loss")
-
-
-def build_official_train(name: str, image_size: int):
-  """The official SAM2Train (train mode) of the MOSE recipe with `name`'s trunk/neck sizes."""
-  import sam2  # pylint: disable=g-import-not-at-top
-  from hydra.utils import instantiate  # pylint: disable=g-import-not-at-top
-  from omegaconf import OmegaConf  # pylint: disable=g-import-not-at-top
-
-  _import_official_training()
-  root = os.path.dirname(sam2.__file__)
-  recipe = OmegaConf.load(os.path.join(root, MOSE_YAML))
-  recipe.scratch.resolution = image_size
-  sizes = OmegaConf.load(os.path.join(root, common.official_config_path(name))).model.image_encoder
-  model = OmegaConf.create(OmegaConf.to_container(recipe.trainer.model, resolve=True))
-  model.image_encoder.trunk = OmegaConf.merge(model.image_encoder.trunk, sizes.trunk)
-  model.image_encoder.neck.backbone_channel_list = sizes.neck.backbone_channel_list
-  for attention in ("self_attention", "cross_attention"):
-    model.memory_attention.layer[attention].feat_sizes = [image_size // 16] * 2
-  for key, value in FIXED_PLAN.items():
-    model[f"{key}_for_train"] = value
-  return instantiate(model, _recursive_=True).train()
-
-
-def official_batch(data: dict[str, np.ndarray]):
-  """The batch as the official `BatchedVideoDatapoint` (objects of clip b at b * O + o)."""
-  import torch  # pylint: disable=g-import-not-at-top
-  from training.utils.data_utils import BatchedVideoDatapoint, BatchedVideoMetaData  # pylint: disable=g-import-not-at-top
-
-  b, t, s = data["images"].shape[:3]
-  o = data["masks"].shape[2]
-  images = (data["images"].astype(np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
-  img_batch = torch.from_numpy(np.ascontiguousarray(images.transpose(1, 0, 4, 2, 3)))  # T, B, 3, S, S
-  masks = torch.from_numpy(np.ascontiguousarray(data["masks"].transpose(1, 0, 2, 3, 4).reshape(t, b * o, s, s)))
-  frame, clip, obj = np.meshgrid(np.arange(t), np.arange(b), np.arange(o), indexing="ij")
-  frame, clip, obj = (x.reshape(t, b * o) for x in (frame, clip, obj))
-  return BatchedVideoDatapoint(
-      img_batch=img_batch, obj_to_frame_idx=torch.from_numpy(np.stack([frame, clip], -1)).int(), masks=masks,
-      metadata=BatchedVideoMetaData(unique_objects_identifier=torch.from_numpy(np.stack([clip, obj, frame], -1)),
-                                    frame_orig_size=torch.full((t, b * o, 2), s)),
-      dict_key="all", batch_size=[t])
-
-
 def build_official_step(name: str, data: dict[str, np.ndarray], seed: int):
   """A zero-argument official train step (forward, loss, backward, clipping, AdamW) on `data`."""
   import torch  # pylint: disable=g-import-not-at-top
 
   torch.manual_seed(seed)
-  model = build_official_train(name, data["images"].shape[2])
-  from training.loss_fns import MultiStepMultiMasksAndIous  # pylint: disable=g-import-not-at-top
-  loss_fn = MultiStepMultiMasksAndIous(
-      weight_dict={"loss_mask": 20, "loss_dice": 1, "loss_iou": 1, "loss_class": 1}, supervise_all_iou=True,
-      iou_use_l1_loss=True, pred_obj_scores=True, focal_gamma_obj_score=0.0, focal_alpha_obj_score=-1.0)
+  model = official_training.build_official_train(
+      name, data["images"].shape[2], **{f"{k}_for_train": v for k, v in FIXED_PLAN.items()})
+  loss_fn = official_training.official_loss()
   opt = torch.optim.AdamW(model.parameters(), lr=5e-6, weight_decay=0.1)
-  batch = official_batch(data)
+  batch = official_training.official_batch(data)
 
   def run() -> None:
     torch.manual_seed(seed)
