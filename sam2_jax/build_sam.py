@@ -72,7 +72,7 @@ def init_params(config: ml_collections.FrozenConfigDict, seed: int | jax.Array =
   `seed` is an int or a PRNG key; the result is jitted, so it can be placed with `out_shardings`
   when this is wrapped in `jax.jit`.
   """
-  key = jax.random.key(seed) if isinstance(seed, int) else seed
+  key = jax.random.key(seed) if isinstance(seed, (int, np.integer)) else seed
   image = jnp.zeros((1, config.image_size, config.image_size, 3), jnp.float32)
 
   def init(key):

@@ -24,7 +24,8 @@ def test_init_matches_official_distributions(name):
       np.testing.assert_array_equal(o, t, err_msg=key)
       continue
     if key.endswith(".weight") and t.ndim >= 2 and f"{key[:-len('weight')]}bias" in theirs:
-      bound = 1.000001 / np.sqrt(np.prod(t.shape[1:]))  # (float32 rounding) torch's kaiming_uniform(a=sqrt(5)) bound, also the bias's
+      # torch's kaiming_uniform(a=sqrt(5)) bound, also its bias's (with room for float32 rounding)
+      bound = 1.000001 / np.sqrt(np.prod(t.shape[1:]))
       assert np.abs(o).max() <= bound and np.abs(t).max() <= bound, key
       assert np.abs(ours[f"{key[:-len('weight')]}bias"]).max() <= bound, key
     if t.size >= 256:  # two samples' std ratio and mean difference: bounds at 4-5 sigma of sampling noise
