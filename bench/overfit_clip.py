@@ -21,7 +21,6 @@ from typing import Any, Callable
 
 from absl import app
 from absl import flags
-import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -30,7 +29,7 @@ import optax
 from bench import official_training
 from configs.train import get_config
 from data import synthetic
-from sam2_jax.build_sam import SAM2Model, get_model_config, init_params
+from sam2_jax.build_sam import SAM2Model, abstract_params, get_model_config, init_params
 from sam2_jax.checkpoint.torch import state_dict_to_params
 from sam2_jax.evaluation.clicks import mask_iou
 from sam2_jax.modeling import track
@@ -101,8 +100,11 @@ def tracked_iou(config, params, frames: np.ndarray, masks: np.ndarray) -> np.nda
   return np.mean(ious, axis=0)
 
 
-def jax_trainer(module: SAM2, params, batch: dict[str, np.ndarray]) -> Callable[[], tuple[Any, float]]:
-  """Our train step with Adam on `batch`: a function doing one step, returning (params, loss)."""
+Trainer = tuple[Callable[[], float], Callable[[], Any]]  # (one step, returning its loss; the current params)
+
+
+def jax_trainer(module: SAM2, params, batch: dict[str, np.ndarray]) -> Trainer:
+  """Our train step with Adam on `batch`."""
   prompts = prompt_simulation.default_config()
   prompts.prob_to_use_pt_input, prompts.num_init_cond_frames = 0.0, 1
   tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(_LR.value))
@@ -114,14 +116,14 @@ def jax_trainer(module: SAM2, params, batch: dict[str, np.ndarray]) -> Callable[
   def advance():
     nonlocal state
     state, metrics = train(state, batch)
-    return state.params, float(metrics["loss"])
+    return float(metrics["loss"])
 
-  return advance
+  return advance, lambda: state.params
 
 
 def official_trainer(name: str, overrides: dict[str, Any], batch: dict[str, np.ndarray],
-                     abstract_params) -> Callable[[], tuple[Any, float]]:
-  """The official SAM2Train (same sizes and prompts, its own init) with torch Adam on `batch`, as `jax_trainer`."""
+                     abstract_params) -> Trainer:
+  """The official SAM2Train (same sizes and prompts, its own init) with torch Adam on `batch`; params converted."""
   import torch  # pylint: disable=g-import-not-at-top
 
   torch.manual_seed(_SEED.value)
@@ -144,10 +146,12 @@ def official_trainer(name: str, overrides: dict[str, Any], batch: dict[str, np.n
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
     opt.step()
-    state_dict = {k: v.detach().numpy() for k, v in model.state_dict().items()}
-    return state_dict_to_params(state_dict, abstract_params), float(loss.detach())
+    return float(loss.detach())
 
-  return advance
+  def current_params():
+    return state_dict_to_params({k: v.detach().numpy() for k, v in model.state_dict().items()}, abstract_params)
+
+  return advance, current_params
 
 
 def main(argv):
@@ -163,14 +167,14 @@ def main(argv):
   print(f"clip: {masks.shape[1]} objects, frame-0 areas {masks[0].sum((1, 2)).tolist()} px", flush=True)
   batch = dict(images=frames[None], masks=masks[None], obj_valid=np.ones((1, masks.shape[1]), bool))
 
-  params = flax.core.unfreeze(init_params(config, _SEED.value))
   if _OFFICIAL.value:
-    advance = official_trainer(demo.model_name, overrides, batch, params)
+    advance, current_params = official_trainer(demo.model_name, overrides, batch, abstract_params(config))
   else:
+    params = init_params(config, _SEED.value)
     downsampler = params["memory_encoder"]["mask_downsampler"]
     last = max(downsampler, key=lambda name: int(name.split("_")[1]))
     downsampler[last]["kernel"] = downsampler[last]["kernel"] * _MASK_SCALE.value
-    advance = jax_trainer(module, params, batch)
+    advance, current_params = jax_trainer(module, params, batch)
   differences = jax.jit(lambda p: module.apply({"params": p}, frames, masks, method=memory_difference))
 
   def report(tag: str, params) -> None:
@@ -181,13 +185,13 @@ def main(argv):
           + iou_text, flush=True)
 
   if not _OFFICIAL.value:
-    report("init", params)
+    report("init", current_params())
   start = time.perf_counter()
   for i in range(1, _STEPS.value + 1):
-    params, loss = advance()
+    loss = advance()
     if i % _REPORT_EVERY.value == 0 or i == _STEPS.value:
       print(f"step {i} ({time.perf_counter() - start:.0f} s): loss {loss:.3f}", flush=True)
-      report(f"step {i}", params)
+      report(f"step {i}", current_params())
 
 
 if __name__ == "__main__":
