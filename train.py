@@ -54,6 +54,7 @@ def main(argv):
   from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
   from sam2_jax.build_sam import SAM2Model, build_sam2, get_model_config, init_params  # pylint: disable=g-import-not-at-top
   from sam2_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  from sam2_jax.evaluation import io as vos_io  # pylint: disable=g-import-not-at-top
   from sam2_jax.evaluation import vos_inference  # pylint: disable=g-import-not-at-top
   from sam2_jax.modeling.sam2 import SAM2  # pylint: disable=g-import-not-at-top
   from sam2_jax.predictors.video import SAM2VideoPredictor  # pylint: disable=g-import-not-at-top
@@ -109,7 +110,7 @@ def main(argv):
       donate_argnums=0)
   lr_schedule = optimizer.lr_factor_schedule(config.num_steps, config.optimizer.warmup_steps,
                                              config.optimizer.end_lr_factor)
-  peak = flops.matmul_rate() * jax.device_count()
+  peak = flops.matmul_rate() * jax.device_count() if config.count_flops else 0.0
   compiled, flops_per_step = {}, {}
   writer = SummaryWriter(os.path.join(workdir, "tensorboard")) if jax.process_index() == 0 else None
   jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a") if jax.process_index() == 0 else None
@@ -126,7 +127,10 @@ def main(argv):
     if not config.eval_data:
       return
     params = jax.device_get(state.params)
-    predictor = SAM2VideoPredictor(SAM2Model(model_config, params))
+    # As eval.py and the official tools/vos_inference.py: one PNG per frame (DAVIS) keeps, at each pixel,
+    # only the highest-scoring object.
+    layout = vos_inference.dataset_layout(config.eval_data)[0]
+    predictor = SAM2VideoPredictor(SAM2Model(model_config, params), non_overlap_masks=layout == vos_io.DAVIS)
     jf, copy_jf = vos_inference.evaluate_tracker(predictor, config.eval_data,
                                                  os.path.join(workdir, "eval", f"step_{step_num}"),
                                                  config.eval_max_videos)
@@ -151,13 +155,15 @@ def main(argv):
     if step_num % config.log_every == 0 or step_num == config.num_steps:
       metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
       elapsed = time.perf_counter() - t_last
-      metrics.update({"lr": config.optimizer.lr * float(lr_schedule(step_num - 1)), "frames_per_second":
-                      frames / elapsed, "mfu": window_flops / elapsed / peak})
+      metrics.update({"lr": config.optimizer.lr * float(lr_schedule(step_num - 1)),
+                      "frames_per_second": frames / elapsed})
+      if config.count_flops:
+        metrics["mfu"] = window_flops / elapsed / peak
       metrics.update(stats.metrics())
       log(step_num, metrics)
+      mfu = f" mfu={100 * metrics['mfu']:.1f}%" if config.count_flops else ""
       print(f"step {step_num}/{config.num_steps} loss={metrics['loss']:.4f} lr={metrics['lr']:.2e} "
-            f"grad_norm={metrics['grad_norm']:.3f} fps={metrics['frames_per_second']:.1f} "
-            f"mfu={100 * metrics['mfu']:.1f}%", flush=True)
+            f"grad_norm={metrics['grad_norm']:.3f} fps={metrics['frames_per_second']:.1f}{mfu}", flush=True)
       t_last, frames, window_flops = time.perf_counter(), 0, 0.0
     if step_num % config.checkpoint_every == 0 or step_num == config.num_steps:
       manager.save(step_num, args=ocp.args.Composite(

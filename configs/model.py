@@ -42,7 +42,7 @@ def get_config(name: str = "sam2.1_hiera_t") -> ml_collections.ConfigDict:
       d_model=256, backbone_channel_list=tuple(reversed(dims)), fpn_top_down_levels=(2, 3)))
   c.scalp = 1
   c.memory_attention = ml_collections.ConfigDict(dict(
-      d_model=256, num_layers=4, dim_feedforward=2048, kv_in_dim=64, rope_theta=10000.0))
+      d_model=256, num_layers=4, dim_feedforward=2048, kv_in_dim=64, rope_theta=10000.0, dropout=0.1))
   c.mem_dim = 64
   c.num_maskmem = 7
   c.sigmoid_scale_for_mem_enc = 20.0

@@ -102,7 +102,8 @@ class _Shape:
     self.aspect = rng.uniform(0.6, 1.0)
     self.start = rng.uniform(0.15, 0.85, 2) * size
     direction = rng.uniform(0, 2 * np.pi)
-    self.velocity = rng.uniform(0.005, 0.02) * min(height, width) * np.array([np.sin(direction), np.cos(direction)])
+    # 6-24% of the image size per second at 24 fps: an object crosses the frame in 4-16 s.
+    self.velocity = rng.uniform(0.0025, 0.01) * min(height, width) * np.array([np.sin(direction), np.cos(direction)])
     self.lo, self.hi = 0.1 * size, 0.9 * size
     self.angle0, self.omega = rng.uniform(0, 2 * np.pi), np.deg2rad(rng.uniform(-3, 3))
     self.amp = rng.uniform(0, 0.25, 2)

@@ -7,9 +7,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from sam2_jax.build_sam import abstract_params, get_model_config
 from sam2_jax.checkpoint.torch import state_dict_to_params
 from sam2_jax.modeling.memory_attention import MemoryAttention
 from sam2_jax.modeling.memory_encoder import MemoryEncoder
+from sam2_jax.modeling.sam2 import SAM2
 from tests.oracle import build_official, nchw, rel_err, to_torch, torch
 
 NAME = "sam2.1_hiera_t"
@@ -122,3 +124,11 @@ def test_memory_attention_dropout():
   assert np.isfinite(np.asarray(train)).all()
   assert not np.allclose(np.asarray(train), np.asarray(det))
   assert jnp.asarray(train).shape == det.shape
+  # The official rate is the config's default; the model takes `memory_attention.dropout` from its config.
+  assert get_model_config(NAME).memory_attention.dropout == 0.1
+  config = get_model_config(NAME, image_size=128, memory_attention={"dropout": 0.0})
+  rate = SAM2(config).apply({"params": abstract_params(config)}, method=lambda m: m.memory_attention.dropout)
+  assert rate == 0.0
+  train = MemoryAttention(dropout=rate).apply({"params": params}, curr, memory, curr_pos, memory_pos, 4, deterministic=False,
+                           rngs={"dropout": jax.random.PRNGKey(0)})
+  np.testing.assert_array_equal(np.asarray(train), np.asarray(det))
