@@ -129,6 +129,6 @@ def test_memory_attention_dropout():
   config = get_model_config(NAME, image_size=128, memory_attention={"dropout": 0.0})
   rate = SAM2(config).apply({"params": abstract_params(config)}, method=lambda m: m.memory_attention.dropout)
   assert rate == 0.0
-  train = MemoryAttention(dropout=rate).apply({"params": params}, curr, memory, curr_pos, memory_pos, 4, deterministic=False,
-                           rngs={"dropout": jax.random.PRNGKey(0)})
+  train = MemoryAttention(dropout=rate).apply({"params": params}, curr, memory, curr_pos, memory_pos, 4,
+                                              deterministic=False, rngs={"dropout": jax.random.PRNGKey(0)})
   np.testing.assert_array_equal(np.asarray(train), np.asarray(det))

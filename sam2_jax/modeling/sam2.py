@@ -46,8 +46,7 @@ class SAM2(nn.Module):
     self.memory_attention = MemoryAttention(
         d_model=c.memory_attention.d_model, num_layers=c.memory_attention.num_layers,
         dim_feedforward=c.memory_attention.dim_feedforward, kv_in_dim=c.memory_attention.kv_in_dim,
-        rope_theta=c.memory_attention.rope_theta,
-        dropout=c.memory_attention.dropout, dtype=dtype)
+        rope_theta=c.memory_attention.rope_theta, dropout=c.memory_attention.dropout, dtype=dtype)
     self.memory_encoder = MemoryEncoder(out_dim=c.mem_dim, in_dim=HIDDEN_DIM, dtype=dtype)
     self.sam_prompt_encoder = PromptEncoder(
         embed_dim=HIDDEN_DIM, image_embedding_size=(self.embedding_size, self.embedding_size),
