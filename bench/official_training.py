@@ -46,7 +46,8 @@ def build_official_train(name: str, image_size: int, trunk: dict[str, Any] | Non
   """The official SAM2Train (train mode) of the MOSE recipe with `name`'s trunk and neck sizes.
 
   `trunk` overrides Hiera arguments (as our model config's `trunk`), `memory_attention` its
-  `num_layers` / `dim_feedforward`, and `fields` SAM2Train arguments (e.g. `prob_to_use_pt_input_for_train`).
+  `num_layers` / `dim_feedforward` / `dropout` (the layer's and its attentions'), and `fields` SAM2Train
+  arguments (e.g. `prob_to_use_pt_input_for_train`).
   """
   import sam2  # pylint: disable=g-import-not-at-top
   from hydra.utils import instantiate  # pylint: disable=g-import-not-at-top
@@ -66,6 +67,7 @@ def build_official_train(name: str, image_size: int, trunk: dict[str, Any] | Non
     target[key] = value
   for attention in ("self_attention", "cross_attention"):
     model.memory_attention.layer[attention].feat_sizes = [image_size // 16] * 2
+    model.memory_attention.layer[attention].dropout = model.memory_attention.layer.dropout  # one rate, as ours
   for key, value in fields.items():
     model[key] = value
   return instantiate(model, _recursive_=True).train()
