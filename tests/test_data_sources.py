@@ -1,5 +1,6 @@
 """Raw dataset readers and ArrayRecord converters on synthetic data written in the real SA-1B / SA-V / DAVIS
-formats, read back through Grain; error cases; and (local check) the SA-V reader on real annotation files."""
+formats (and as a TFDS `segment_anything` build), read back through Grain; error cases; and (local check) the
+SA-V reader on real annotation files."""
 
 import io
 import json
@@ -14,7 +15,7 @@ import pytest
 from PIL import Image
 
 from data import sa1b_to_arrayrecord, sav_to_arrayrecord, synthetic, vos_to_arrayrecord
-from sam2_jax.data import records, sav, vos_folders
+from sam2_jax.data import records, sa1b, sav, vos_folders
 from sam2_jax.evaluation import io as vos_io
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -163,12 +164,115 @@ def test_sa1b_bad_inputs(tmp_path):
     sa1b_to_arrayrecord.convert(str(tmp_path / "out"), str(out), 1, progress=False)
 
 
-def test_sa1b_tfds_needs_tensorflow_datasets():
-  try:
-    import tensorflow_datasets  # pylint: disable=g-import-not-at-top,unused-import
-    pytest.skip("tensorflow_datasets is installed")
-  except ImportError:
-    pass
+def tfds_sa1b_example(jpg_path: str) -> dict:
+  """The `segment_anything` TFDS example of a raw SA-1B image, as its TFDS builder makes it (boxes normalized)."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  content = sa1b.load_json(os.path.splitext(jpg_path)[0] + ".json")
+  height, width = content["image"]["height"], content["image"]["width"]
+
+  def box(b):
+    x, y, w, h = b
+    return tfds.features.BBox(ymin=y / height, xmin=x / width, ymax=(y + h) / height, xmax=(x + w) / width)
+
+  return {"image": dict(content["image"], content=jpg_path),
+          "annotations": [dict(a, bbox=box(a["bbox"]), crop_box=box(a["crop_box"])) for a in content["annotations"]]}
+
+
+def write_tfds_sa1b(data_dir: str, examples: list[dict], num_shards: int = 2) -> None:
+  """Writes `examples` as an array_record build of TFDS `segment_anything` in `data_dir`, laid out as
+  `download_and_prepare` lays one out: the builder's own features serialize them, default shard names,
+  dataset_info.json with the split's shard lengths."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  builder = tfds.builder("segment_anything", data_dir=data_dir, file_format="array_record")
+  info = builder.info
+  template = tfds.core.ShardedFileTemplate(data_dir=builder.data_path, dataset_name=builder.name, split="train",
+                                           filetype_suffix=info.file_format.file_suffix)
+  builder.data_path.mkdir(parents=True)
+  bounds = [len(examples) * k // num_shards for k in range(num_shards + 1)]
+  lengths, num_bytes = [], 0
+  for shard in range(num_shards):
+    serialized = [info.features.serialize_example(e) for e in examples[bounds[shard]:bounds[shard + 1]]]
+    tfds.core.file_adapters.ArrayRecordFileAdapter.write_examples(
+        template.sharded_filepath(shard_index=shard, num_shards=num_shards), enumerate(serialized))
+    lengths.append(len(serialized))
+    num_bytes += sum(map(len, serialized))
+  info.set_splits(tfds.core.SplitDict([tfds.core.SplitInfo(name="train", shard_lengths=lengths, num_bytes=num_bytes,
+                                                           filename_template=template)]))
+  info.write_to_directory(builder.data_path)
+
+
+def test_sa1b_tfds_round_trip(tmp_path, monkeypatch):
+  pytest.importorskip("tensorflow_datasets")
+  raw = tmp_path / "sa1b"
+  paths = synthetic.write_sa1b(str(raw), 4, H, W, SEED)
+  examples = [tfds_sa1b_example(p) for p in paths]
+  first = examples[0]["annotations"]
+  first.insert(1, dict(first[0], id=7, area=0))  # Dropped, as in the raw reader.
+  for ann in examples[3]["annotations"]:
+    ann["area"] = 0  # Image left without annotations: no record.
+  data_dir = tmp_path / "tfds"
+  write_tfds_sa1b(str(data_dir), examples)
+  assert sorted(os.listdir(data_dir / "segment_anything" / "1.0.0")) == [
+      "LICENSE", "dataset_info.json", "features.json", "segment_anything-train.array_record-00000-of-00002",
+      "segment_anything-train.array_record-00001-of-00002"]
+
+  monkeypatch.setenv("HOME", str(tmp_path))
+  source = sa1b.tfds_source("~/tfds")
+  assert len(source) == 4
+  example = source[1]
+  assert isinstance(example["image"]["content"], bytes)  # Left encoded.
+  record = sa1b.record_from_tfds(example)
+  assert (record.id, record.height, record.width) == ("sa_2", H, W)
+  assert record.frames == [(raw / "sa_2.jpg").read_bytes()]
+
+  stats = sa1b_to_arrayrecord.convert_tfds(str(data_dir), str(tmp_path / "out"), 2, progress=False)
+  assert (stats.written, stats.dropped, stats.errors) == (3, 1, [])
+  got = read_back(stats)
+  assert [r.id for r in got] == ["sa_1", "sa_2", "sa_3"]
+  for index, (record, path) in enumerate(zip(got, paths)):
+    assert (record.source, record.height, record.width, record.frame_indices) == ("sa1b", H, W, [0])
+    with open(path, "rb") as f:
+      assert record.frames == [f.read()]  # Original JPEG bytes.
+    anns = sa1b.load_json(path[:-4] + ".json")["annotations"]
+    assert record.object_ids == [a["id"] for a in anns]  # Not 7.
+    written = np.array([[records.decode_rle(a["segmentation"]["counts"], H, W) for a in anns]])
+    np.testing.assert_array_equal(all_masks(record), written)
+    np.testing.assert_array_equal(written, synthetic.render_sample("sa1b", SEED, index, H, W)[1])
+
+
+def test_sa1b_tfds_bad_examples(tmp_path):
+  pytest.importorskip("tensorflow_datasets")
+  raw = tmp_path / "sa1b"
+  paths = synthetic.write_sa1b(str(raw), 4, H, W, SEED)
+  examples = [tfds_sa1b_example(p) for p in paths]
+  png = io.BytesIO()
+  with Image.open(paths[0]) as image:
+    image.save(png, format="PNG")
+  examples[0]["image"]["content"] = png.getvalue()  # Not JPEG: stored as a JPEG of the decoded image.
+  examples[1]["image"]["content"] = b"not an image"
+  examples[2]["image"].update(height=W, width=H)  # Transposed size.
+  ann = examples[3]["annotations"][0]
+  ann["segmentation"] = dict(ann["segmentation"], size=[W, H])
+  data_dir = tmp_path / "tfds"
+  write_tfds_sa1b(str(data_dir), examples, num_shards=1)
+  out = tmp_path / "out"
+  with pytest.raises(ValueError, match=r"Cannot decode image 'sa_2\.jpg'"):
+    sa1b_to_arrayrecord.convert_tfds(str(data_dir), str(out), 1, progress=False)
+  assert leftovers(out) == [] and os.listdir(out) == []
+  stats = sa1b_to_arrayrecord.convert_tfds(str(data_dir), str(out), 1, skip_errors=True, progress=False)
+  assert stats.written == 1 and len(stats.errors) == 3
+  assert "Cannot decode image 'sa_2.jpg'" in stats.errors[0]
+  assert f"Image 'sa_3.jpg' is {H}x{W} (HxW) but its annotations say {W}x{H}" in stats.errors[1]
+  assert f"'sa_4.jpg': annotation {ann['id']} has mask size ({W}, {H}), image ({H}, {W})" in stats.errors[2]
+  (record,) = read_back(stats)
+  assert record.id == "sa_1" and record.frames[0].startswith(b"\xff\xd8")
+  assert mean_abs_diff(decode_jpeg(record.frames[0]), decode_jpeg((raw / "sa_1.jpg").read_bytes())) < 3
+  with pytest.raises(ValueError, match="No array_record build of TFDS 'segment_anything'"):
+    sa1b_to_arrayrecord.convert_tfds(str(tmp_path / "empty"), str(out), 1, progress=False)
+
+
+def test_sa1b_tfds_needs_tensorflow_datasets(monkeypatch):
+  monkeypatch.setitem(sys.modules, "tensorflow_datasets", None)  # Import raises ImportError, installed or not.
   with pytest.raises(ImportError, match="tensorflow_datasets"):
     sa1b_to_arrayrecord.convert_tfds(None, "/nonexistent", 1)
 

@@ -90,10 +90,15 @@ def tfds_source(data_dir: str | None = None, split: str = "train", name: str = "
   try:
     import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   except ImportError as e:
-    raise ImportError("Reading SA-1B from TFDS needs tensorflow_datasets (pip install tensorflow-datasets "
+    raise ImportError("Reading SA-1B from TFDS needs tensorflow_datasets (pip install 'tensorflow-datasets>=4.9.10' "
                       "array_record); without it convert the raw sa_*.jpg/sa_*.json folder instead.") from e
-  return tfds.data_source(name, split=split, data_dir=data_dir, download=False,
-                          decoders={"image": {"content": tfds.decode.SkipDecoding()}})
+  data_dir = os.path.expanduser(data_dir) if data_dir else data_dir  # TFDS does not expand "~".
+  try:
+    return tfds.data_source(name, split=split, data_dir=data_dir, download=False,
+                            decoders={"image": {"content": tfds.decode.SkipDecoding()}})
+  except NotImplementedError as e:  # What TFDS raises for a missing build as for a TFRecord one.
+    raise ValueError(f"No array_record build of TFDS {name!r} in {data_dir!r} (tfds.data_source reads only "
+                     f"builds prepared with file_format='array_record'): {e}") from e
 
 
 def _text(value) -> str:
@@ -107,10 +112,13 @@ def record_from_tfds(example: dict) -> ClipRecord:
   file_name = _text(image["file_name"])
   data = bytes(image["content"])
   if not data.startswith(b"\xff\xd8"):  # Not JPEG: store a JPEG of the decoded image.
-    with Image.open(io.BytesIO(data)) as decoded:
-      buffer = io.BytesIO()
-      decoded.convert("RGB").save(buffer, format="JPEG", quality=95)
-      data = buffer.getvalue()
+    try:
+      with Image.open(io.BytesIO(data)) as decoded:
+        buffer = io.BytesIO()
+        decoded.convert("RGB").save(buffer, format="JPEG", quality=95)
+        data = buffer.getvalue()
+    except Exception as e:  # PIL raises several types for truncated or non-image data.
+      raise ValueError(f"Cannot decode image {file_name!r}: {e}") from e
   check_jpeg(data, height, width, file_name)
   ids, counts = [], []
   for ann_id, area, count, size in zip(anns["id"], anns["area"], anns["segmentation"]["counts"],
