@@ -60,14 +60,19 @@ def parse_annotations(content: dict, path: str = "<json>") -> tuple[int, int, li
   return height, width, ids, counts
 
 
-def check_jpeg(data: bytes, height: int, width: int, path: str) -> None:
-  """Raises ValueError naming `path` unless `data` decodes to an image of the given size."""
+def _decode(data: bytes, path: str) -> Image.Image:
+  """The decoded image; ValueError naming `path` for truncated or non-image data."""
   try:
-    with Image.open(io.BytesIO(data)) as image:
-      image.load()
-      size = image.size
+    image = Image.open(io.BytesIO(data))
+    image.load()
+    return image
   except Exception as e:  # PIL raises several types for truncated or non-image data.
     raise ValueError(f"Cannot decode image {path!r}: {e}") from e
+
+
+def check_jpeg(data: bytes, height: int, width: int, path: str) -> None:
+  """Raises ValueError naming `path` unless `data` decodes to an image of the given size."""
+  size = _decode(data, path).size
   if size != (width, height):
     raise ValueError(f"Image {path!r} is {size[1]}x{size[0]} (HxW) but its annotations say {height}x{width}.")
 
@@ -112,13 +117,9 @@ def record_from_tfds(example: dict) -> ClipRecord:
   file_name = _text(image["file_name"])
   data = bytes(image["content"])
   if not data.startswith(b"\xff\xd8"):  # Not JPEG: store a JPEG of the decoded image.
-    try:
-      with Image.open(io.BytesIO(data)) as decoded:
-        buffer = io.BytesIO()
-        decoded.convert("RGB").save(buffer, format="JPEG", quality=95)
-        data = buffer.getvalue()
-    except Exception as e:  # PIL raises several types for truncated or non-image data.
-      raise ValueError(f"Cannot decode image {file_name!r}: {e}") from e
+    buffer = io.BytesIO()
+    _decode(data, file_name).convert("RGB").save(buffer, format="JPEG", quality=95)
+    data = buffer.getvalue()
   check_jpeg(data, height, width, file_name)
   ids, counts = [], []
   for ann_id, area, count, size in zip(anns["id"], anns["area"], anns["segmentation"]["counts"],
