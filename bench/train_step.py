@@ -54,6 +54,7 @@ accelerator, so that target has not been measured here.
 """
 
 import dataclasses
+import gzip
 import time
 from typing import Any
 
@@ -83,6 +84,8 @@ _WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed steps per contender after c
 _OFFICIAL = flags.DEFINE_bool("official", True, "Also time the official SAM2Train (CPU backend only).")
 _MATMUL_SIZE = flags.DEFINE_integer("matmul_size", 4096, "Side of the square matmul timed for the peak.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the weights, the batch and the prompt simulation.")
+_PROFILE_DIR = flags.DEFINE_string("profile_dir", None, "If set, a profiler trace of one more JAX step per config is "
+                                   "written under <dir>/<config> (with a Perfetto JSON trace).")
 
 # The fixed plan (see the module docstring), in our prompt config and as official SAM2Train fields.
 FIXED_PLAN = dict(prob_to_use_pt_input=1.0, num_init_cond_frames=1, rand_init_cond_frames=False,
@@ -146,7 +149,9 @@ def build_jax_step(name: str, data: dict[str, np.ndarray], dtype: str, remat: bo
   state = step.TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
                           rng=jax.random.key(seed))
   batch = {k: jnp.asarray(v) for k, v in data.items()}
+  start = time.perf_counter()
   executed, unresolved = flops.step_flops(lambda s, b: fixed_key_step(s, b, False), state, batch)
+  print(f"{name} @ {size}: FLOPs counted in {time.perf_counter() - start:.0f} s, compiling", flush=True)
   start = time.perf_counter()
   jitted = jax.jit(lambda s, b: fixed_key_step(s, b, remat), donate_argnums=0)
   compiled = jitted.lower(state, batch).compile()
@@ -194,6 +199,12 @@ def bench_config(name: str, size: int, peak: float) -> tuple[JaxStep, dict[str, 
   if _OFFICIAL.value and jax.default_backend() == "cpu":
     fns["official"] = build_official_step(name, data, _SEED.value)
   times = common.time_interleaved(fns, _ITERS.value, warmup=_WARMUP.value)
+  if _PROFILE_DIR.value:
+    directory = f"{_PROFILE_DIR.value}/{name}"
+    with jax.profiler.trace(directory, create_perfetto_trace=True):
+      ours()
+    with gzip.open(f"{directory}/step.hlo.txt.gz", "wt") as f:  # maps the trace's HLO op names to module paths
+      f.write(ours.compiled.as_text())
   for contender, ms in times.items():
     print(f"  {contender}: " + ", ".join(f"{t:.0f}" for t in ms) + " ms", flush=True)
   official = f", official {fns['official'].loss:.4f}" if "official" in fns else ""

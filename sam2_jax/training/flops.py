@@ -97,7 +97,10 @@ class ExecutedFlops:
 
   def _scan(self, params, ins: list) -> list:
     body, length = params["jaxpr"], params["length"]
-    n_consts, n_carry = params["num_consts"], params["num_carry"]
+    if "num_consts" in params:
+      n_consts, n_carry = params["num_consts"], params["num_carry"]
+    else:  # jax >= 0.11: the (consts, carry, xs) structure is a flat tree
+      n_consts, n_carry = (len(part) for part in params["ft_in"].unpack()[:2])
     consts, carry, xs = ins[:n_consts], ins[n_consts:n_consts + n_carry], ins[n_consts + n_carry:]
     if all(x is None for x in carry + xs):  # every iteration sees the same known values: count one
       start = self.flops
@@ -132,10 +135,14 @@ class ExecutedFlops:
 def step_flops(fn, *args) -> tuple[float, int]:
   """(executed matmul/conv FLOPs, unresolved control-flow count) of `fn(*args)`; PRNG keys are known."""
   closed = jax.make_jaxpr(fn)(*args)
+  # The known values (PRNG keys and what derives from them) are evaluated op by op on the host CPU:
+  # on an accelerator each eager op would be compiled on its own, which takes minutes for a train step.
+  cpu = jax.local_devices(backend="cpu")[0]
   leaves = jax.tree.leaves(args)
-  known = [x if jnp.issubdtype(x.dtype, jax.dtypes.prng_key) else None for x in leaves]
+  known = [jax.device_put(x, cpu) if jnp.issubdtype(x.dtype, jax.dtypes.prng_key) else None for x in leaves]
   counter = ExecutedFlops()
-  counter.run(closed.jaxpr, closed.consts, known)
+  with jax.default_device(cpu):
+    counter.run(closed.jaxpr, jax.device_put(closed.consts, cpu), known)
   return counter.flops, counter.unresolved
 
 
