@@ -61,6 +61,8 @@ def main(argv):
   from sam2_jax.training import flops, optimizer, step  # pylint: disable=g-import-not-at-top
 
   config, workdir = _CONFIG.value, os.path.abspath(_WORKDIR.value)
+  if config.compilation_cache_dir:
+    jax.config.update("jax_compilation_cache_dir", os.path.expanduser(config.compilation_cache_dir))
   os.makedirs(workdir, exist_ok=True)
   if config.synthetic.generate:
     prepare_synthetic(config, os.path.join(workdir, "data"))
@@ -110,7 +112,8 @@ def main(argv):
       donate_argnums=0)
   lr_schedule = optimizer.lr_factor_schedule(config.num_steps, config.optimizer.warmup_steps,
                                              config.optimizer.end_lr_factor)
-  peak = flops.matmul_rate() * jax.device_count() if config.count_flops else 0.0
+  # The MFU's peak: a large matmul in the model's compute dtype, measured on this device.
+  peak = flops.matmul_rate(model_config.compute_dtype, 4096) * jax.device_count() if config.count_flops else 0.0
   compiled, flops_per_step = {}, {}
   writer = SummaryWriter(os.path.join(workdir, "tensorboard")) if jax.process_index() == 0 else None
   jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a") if jax.process_index() == 0 else None

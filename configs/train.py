@@ -19,7 +19,8 @@ from sam2_jax.training import prompt_simulation
 def _base() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.model_name = "sam2.1_hiera_b+"
-  c.model_overrides = ml_collections.ConfigDict({"image_size": 1024})
+  # bfloat16 matmuls and convolutions, float32 parameters: the official recipes train with bfloat16 autocast.
+  c.model_overrides = ml_collections.ConfigDict({"image_size": 1024, "compute_dtype": "bfloat16"})
   c.init_checkpoint = ""  # an official .pt or a converted directory; empty: random initialisation
   c.data = pipeline.get_config()
   c.optimizer = optimizer.default_config()
@@ -37,6 +38,9 @@ def _base() -> ml_collections.ConfigDict:
   c.freeze_image_encoder = False
   c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1})
   c.synthetic = ml_collections.ConfigDict({"generate": False})
+  # XLA executables are cached here across runs (a restart skips the train step's compilation, minutes on a
+  # GPU for the 1024 models); empty: no cache.
+  c.compilation_cache_dir = "~/.cache/sam2_jax/xla"
   return c
 
 

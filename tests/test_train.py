@@ -26,7 +26,8 @@ def _env(tmp_path, devices: int = 1) -> dict:
 
 def _train(tmp_path, workdir, num_steps, *extra):
   run = subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), "--config=configs/train.py:demo",
-                        f"--workdir={workdir}", f"--config.num_steps={num_steps}", *TINY, *extra],
+                        f"--workdir={workdir}", f"--config.num_steps={num_steps}",
+                        f"--config.compilation_cache_dir={tmp_path / 'xla_cache'}", *TINY, *extra],
                        capture_output=True, text=True, cwd=ROOT, env=_env(tmp_path))
   assert run.returncode == 0, run.stderr[-4000:]
   return run
@@ -50,6 +51,8 @@ def test_interrupt_and_resume_is_exact(tmp_path):
   assert sorted(want) == [1, 2, 3, 4, 5] and sorted(got) == [3, 4, 5]
   for step in (3, 4, 5):
     assert got[step] == want[step], (step, got[step], want[step])
+  # The config's compilation cache holds the train step, so the resumed run did not compile it again.
+  assert any(name.startswith("jit_train_step") for name in os.listdir(tmp_path / "xla_cache"))
 
 
 SHARDED = textwrap.dedent("""
