@@ -93,6 +93,18 @@ def test_param_groups_match_official_rules(name):
   assert groups["image_encoder.neck.convs.0.conv.weight"].layer_scale == 1.0
 
 
+def test_lr_scales_multiply_the_matching_params():
+  params = abstract_params(get_model_config("sam2.1_hiera_t", image_size=256))
+  base = {torch_key(p): g for p, g in flat(opt.param_groups(params, config())).items()}
+  cfg = config(lr_scales=(("memory_encoder.*", 0.1), ("*.bias", 0.5)))
+  scaled = {torch_key(p): g for p, g in flat(opt.param_groups(params, cfg)).items()}
+  assert "memory_encoder.fuser.layers.0.dwconv.bias" in scaled  # a param that both patterns match
+  for key, group in scaled.items():
+    factor = (0.1 if key.startswith("memory_encoder.") else 1.0) * (0.5 if key.endswith(".bias") else 1.0)
+    np.testing.assert_allclose(group.lr, base[key].lr * factor, rtol=1e-12, err_msg=key)
+    assert (group.layer_scale, group.weight_decay) == (base[key].layer_scale, base[key].weight_decay)
+
+
 def test_optimizer_traces_on_real_tree():
   params = abstract_params(get_model_config("sam2.1_hiera_t", image_size=256))
   for freeze in (False, True):

@@ -44,7 +44,8 @@ def default_config() -> ml_collections.ConfigDict:
   """The official MOSE fine-tune values (AdamW, torch defaults for betas and eps)."""
   return ml_collections.ConfigDict(dict(
       lr=5.0e-6, vision_lr=3.0e-6, weight_decay=0.1, layer_decay=0.9, clip_norm=0.1, warmup_steps=0,
-      end_lr_factor=0.1, freeze_image_encoder=False, b1=0.9, b2=0.999, eps=1e-8))
+      end_lr_factor=0.1, freeze_image_encoder=False, b1=0.9, b2=0.999, eps=1e-8,
+      lr_scales=()))  # (pattern, factor) pairs: params whose official name matches also get lr × factor
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,8 +105,9 @@ def param_groups(params: Params, config: ml_collections.ConfigDict) -> Params:
     key = torch_key(path)
     vision = fnmatch.fnmatchcase(key, "image_encoder.*")
     scale = layer_scale(key, depth, config.layer_decay)
+    extra = math.prod(factor for pattern, factor in config.lr_scales if fnmatch.fnmatchcase(key, pattern))
     no_decay = fnmatch.fnmatchcase(key, "*bias*") or is_torch_layer_norm(path, flat)
-    groups[path] = ParamGroup(lr=(vision_lr if vision else config.lr) * scale, layer_scale=scale,
+    groups[path] = ParamGroup(lr=(vision_lr if vision else config.lr) * scale * extra, layer_scale=scale,
                               weight_decay=0.0 if no_decay else config.weight_decay,
                               trainable=key not in BUFFERS and not (vision and config.freeze_image_encoder))
   return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(params), [groups[p] for p in flat])
@@ -174,7 +176,7 @@ def make_optimizer(config: ml_collections.ConfigDict, params: Params, total_step
   """The official SAM 2 AdamW for `params` (a tree or its abstract shapes) over `total_steps` steps.
 
   `config` fields: lr, vision_lr, weight_decay, layer_decay, clip_norm (None or 0: no clipping),
-  warmup_steps, end_lr_factor, freeze_image_encoder, b1, b2, eps (see `default_config`).
+  warmup_steps, end_lr_factor, freeze_image_encoder, b1, b2, eps, lr_scales (see `default_config`).
   """
   groups = param_groups(params, config)
   parts = [clip_by_global_norm(config.clip_norm)] if config.clip_norm else []
