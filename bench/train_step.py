@@ -49,8 +49,8 @@ drop path (the official trains with 0.1; a cheap elementwise op either way).
   .venv/bin/python -m bench.train_step --configs=t --image_size=128 --iters=2       # quick
   .venv/bin/python -m bench.train_step --configs=b+ --dtype=bfloat16                # GPU/TPU, 1024
 
-Target on a GPU or TPU: >= 40% MFU for b+ at 1024 in bfloat16. This environment has no
-accelerator, so that target has not been measured here.
+Target on a GPU or TPU: >= 40% MFU for b+ at 1024 in bfloat16; not measured yet (on an H100 the b+
+step's compilation outlasted a 10-minute run: README, Performance).
 """
 
 import dataclasses

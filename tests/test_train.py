@@ -51,7 +51,7 @@ def test_interrupt_and_resume_is_exact(tmp_path):
   assert sorted(want) == [1, 2, 3, 4, 5] and sorted(got) == [3, 4, 5]
   for step in (3, 4, 5):
     assert got[step] == want[step], (step, got[step], want[step])
-  # The config's compilation cache holds the train step, so the resumed run did not compile it again.
+  # The train step went into the config's compilation cache, where a restarted run finds it.
   assert any(name.startswith("jit_train_step") for name in os.listdir(tmp_path / "xla_cache"))
 
 
