@@ -51,7 +51,8 @@ def test_interrupt_and_resume_is_exact(tmp_path):
   assert sorted(want) == [1, 2, 3, 4, 5] and sorted(got) == [3, 4, 5]
   for step in (3, 4, 5):
     assert got[step] == want[step], (step, got[step], want[step])
-  # The train step went into the config's compilation cache, where a restarted run finds it.
+  # The train step went into the config's compilation cache, where a restarted run finds it (a directory
+  # apart from the environment's JAX_COMPILATION_CACHE_DIR, so this fails if the config is ignored).
   assert any(name.startswith("jit_train_step") for name in os.listdir(tmp_path / "xla_cache"))
 
 
