@@ -61,6 +61,40 @@ def test_image_encoder_parity(name, image_size, batch):
   assert ours["vision_features"].shape == (batch, image_size // 16, image_size // 16, 256)
 
 
+def test_image_encoder_gradient_parity():
+  """Parameter gradients of a random linear function of the outputs equal the official autograd's."""
+  name, image_size = "sam2.1_hiera_t", 128
+  model, sd = build_official(name, image_size)
+  x = np.random.default_rng(2).standard_normal((2, image_size, image_size, 3)).astype(np.float32)
+  official = model.image_encoder
+  official.zero_grad(set_to_none=True)
+  out = official(to_torch(nchw(x)))
+  maps = [out["vision_features"], *out["backbone_fpn"]]
+  weights = [np.random.default_rng(3 + i).standard_normal(tuple(m.shape)).astype(np.float32) for i, m in enumerate(maps)]
+  sum((m * to_torch(w)).sum() for m, w in zip(maps, weights)).backward()
+  grads = {k: (p.grad if p.grad is not None else torch.zeros_like(p)) for k, p in official.named_parameters()}
+  official.zero_grad(set_to_none=True)
+
+  encoder = ImageEncoder.from_config(get_config(name))
+  abstract = jax.eval_shape(encoder.init, jax.random.PRNGKey(0), x)["params"]
+  params = state_dict_to_params(sd, abstract, prefix="image_encoder.")
+  expected = state_dict_to_params(grads, abstract)
+  nhwc = [np.transpose(w, (0, 2, 3, 1)) for w in weights]
+
+  def loss(p):
+    o = encoder.apply({"params": p}, x)
+    return sum((m * w).sum() for m, w in zip([o["vision_features"], *o["backbone_fpn"]], nhwc))
+
+  ours = jax.jit(jax.grad(loss))(params)
+  flat_ours = dict(jax.tree_util.tree_leaves_with_path(ours))
+  for path, e in jax.tree_util.tree_leaves_with_path(expected):
+    a, e = np.asarray(flat_ours[path]), np.asarray(e)
+    if not e.any():  # parameters that do not reach the outputs (the dropped lowest-resolution neck level)
+      assert not a.any(), jax.tree_util.keystr(path)
+    else:
+      assert rel_err(a, e) <= TOL, jax.tree_util.keystr(path)
+
+
 def test_drop_path_only_when_not_deterministic():
   """The trunk's drop path (official DropPath: one keep/drop draw per sample and block) acts only in training."""
   from sam2_jax.build_sam import get_model_config  # pylint: disable=g-import-not-at-top

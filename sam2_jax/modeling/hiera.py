@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sam2_jax.modeling.layers import MLP, gelu, layer_norm
+from sam2_jax.modeling.layers import Dense, MLP, gelu, layer_norm
 
 Dtype = Any
 
@@ -134,7 +134,7 @@ class MultiScaleAttention(nn.Module):
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
     b, h, w, _ = x.shape
     head_dim = self.dim_out // self.num_heads
-    qkv = nn.Dense(3 * self.dim_out, dtype=self.dtype, name="qkv")(x)
+    qkv = Dense(3 * self.dim_out, dtype=self.dtype, name="qkv")(x)
     qkv = qkv.reshape(b, h * w, 3, self.num_heads, head_dim)
     q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
     if self.q_stride:
@@ -143,7 +143,7 @@ class MultiScaleAttention(nn.Module):
       q = q.reshape(b, h * w, self.num_heads, head_dim)
     x = attention(q, k, v)
     x = x.reshape(b, h, w, self.dim_out)
-    return nn.Dense(self.dim_out, dtype=self.dtype, name="proj")(x)
+    return Dense(self.dim_out, dtype=self.dtype, name="proj")(x)
 
 
 class MultiScaleBlock(nn.Module):
@@ -173,7 +173,7 @@ class MultiScaleBlock(nn.Module):
     shortcut = x
     x = layer_norm(1e-6, name="norm1")(x)
     if self.dim != self.dim_out:
-      shortcut = nn.Dense(self.dim_out, dtype=self.dtype, name="proj")(x)
+      shortcut = Dense(self.dim_out, dtype=self.dtype, name="proj")(x)
       if self.q_stride:
         shortcut = _max_pool(shortcut, self.q_stride)
 

@@ -5,7 +5,7 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from sam2_jax.modeling.layers import MLP, MatmulConv, PatchConvTranspose, gelu, layer_norm
+from sam2_jax.modeling.layers import Dense, MLP, MatmulConv, PatchConvTranspose, gelu, layer_norm
 from sam2_jax.modeling.transformer import TwoWayTransformer
 
 Dtype = Any
@@ -62,7 +62,7 @@ class MaskDecoder(nn.Module):
       if self.pred_obj_scores_mlp:
         self.pred_obj_score_head = MLP(dim, 1, num_layers=3, dtype=self.dtype)
       else:
-        self.pred_obj_score_head = nn.Dense(1, dtype=self.dtype)
+        self.pred_obj_score_head = Dense(1, dtype=self.dtype)
 
   def project_high_res_features(self, fpn0: jnp.ndarray, fpn1: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
     """1x1 projections of the two highest-resolution FPN levels, (B, 4h, 4w, C) and (B, 2h, 2w, C),

@@ -13,7 +13,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
-from sam2_jax.modeling.layers import layer_norm
+from sam2_jax.modeling.layers import Dense, layer_norm
 from sam2_jax.modeling.position_encoding import apply_rope, axial_rope_angles
 
 Dtype = Any
@@ -46,9 +46,9 @@ class RoPEAttention(nn.Module):
     def heads(x):  # (B, L, C) -> (B, heads, L, head_dim)
       return x.reshape(*x.shape[:2], self.num_heads, head_dim).transpose(0, 2, 1, 3)
 
-    q = heads(nn.Dense(internal_dim, dtype=self.dtype, name="q_proj")(q))
-    k = heads(nn.Dense(internal_dim, dtype=self.dtype, name="k_proj")(k))
-    v = heads(nn.Dense(internal_dim, dtype=self.dtype, name="v_proj")(v))
+    q = heads(Dense(internal_dim, dtype=self.dtype, name="q_proj")(q))
+    k = heads(Dense(internal_dim, dtype=self.dtype, name="k_proj")(k))
+    v = heads(Dense(internal_dim, dtype=self.dtype, name="v_proj")(v))
 
     n, m = q.shape[2], k.shape[2]
     side = math.isqrt(n)
@@ -71,7 +71,7 @@ class RoPEAttention(nn.Module):
     weights = nn.Dropout(self.dropout)(weights, deterministic=deterministic).astype(v.dtype)
     out = jnp.einsum("bhnm,bhmd->bhnd", weights, v)
     out = out.transpose(0, 2, 1, 3).reshape(out.shape[0], n, internal_dim)
-    return nn.Dense(self.embedding_dim, dtype=self.dtype, name="out_proj")(out)
+    return Dense(self.embedding_dim, dtype=self.dtype, name="out_proj")(out)
 
 
 class MemoryAttentionLayer(nn.Module):
@@ -106,8 +106,8 @@ class MemoryAttentionLayer(nn.Module):
     tgt = tgt + dropout(x)
 
     x = layer_norm(1e-5, name="norm3")(tgt).astype(tgt.dtype)
-    x = nn.relu(nn.Dense(self.dim_feedforward, dtype=self.dtype, name="linear1")(x))
-    x = nn.Dense(self.d_model, dtype=self.dtype, name="linear2")(dropout(x))
+    x = nn.relu(Dense(self.dim_feedforward, dtype=self.dtype, name="linear1")(x))
+    x = Dense(self.d_model, dtype=self.dtype, name="linear2")(dropout(x))
     return tgt + dropout(x)
 
 

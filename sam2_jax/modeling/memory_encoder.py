@@ -7,7 +7,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from sam2_jax.modeling.layers import DepthwiseConv, MatmulConv, gelu, layer_norm
+from sam2_jax.modeling.layers import Dense, DepthwiseConv, MatmulConv, gelu, layer_norm
 from sam2_jax.modeling.position_encoding import sine_pe_2d
 
 Dtype = Any
@@ -55,9 +55,9 @@ class CXBlock(nn.Module):
     """(B, H, W, dim) -> (B, H, W, dim)."""
     y = DepthwiseConv(self.kernel_size, dtype=self.dtype, name="dwconv")(x)
     y = layer_norm(1e-6, name="norm")(y).astype(y.dtype)
-    y = nn.Dense(4 * self.dim, dtype=self.dtype, name="pwconv1")(y)
+    y = Dense(4 * self.dim, dtype=self.dtype, name="pwconv1")(y)
     y = gelu(y)
-    y = nn.Dense(self.dim, dtype=self.dtype, name="pwconv2")(y)
+    y = Dense(self.dim, dtype=self.dtype, name="pwconv2")(y)
     gamma = self.param("gamma", nn.initializers.constant(self.layer_scale_init_value), (self.dim,))
     return x + gamma.astype(y.dtype) * y
 

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from sam2_jax.modeling.image_encoder import ImageEncoder
-from sam2_jax.modeling.layers import MLP, MatmulConv
+from sam2_jax.modeling.layers import Dense, MLP, MatmulConv
 from sam2_jax.modeling.mask_decoder import MaskDecoder
 from sam2_jax.modeling.memory_attention import MemoryAttention
 from sam2_jax.modeling.memory_encoder import MemoryEncoder
@@ -58,7 +58,7 @@ class SAM2(nn.Module):
         dynamic_multimask_stability_thresh=c.dynamic_multimask_stability_thresh, dtype=dtype)
     self.obj_ptr_proj = MLP(HIDDEN_DIM, HIDDEN_DIM, 3, dtype=dtype)
     if c.proj_tpos_enc_in_obj_ptrs:
-      self.obj_ptr_tpos_proj = nn.Dense(c.mem_dim, dtype=dtype)
+      self.obj_ptr_tpos_proj = Dense(c.mem_dim, dtype=dtype)
     self.mask_downsample = MatmulConv(1, 4, 4, dtype=dtype)
     init = nn.initializers.normal(0.02)  # torch's trunc_normal_(std=0.02) cuts at +-2, i.e. 100 std
     self.maskmem_tpos_enc = self.param("maskmem_tpos_enc", init, (c.num_maskmem, 1, 1, c.mem_dim))

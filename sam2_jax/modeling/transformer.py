@@ -6,7 +6,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from sam2_jax.modeling.layers import MLP, layer_norm
+from sam2_jax.modeling.layers import Dense, MLP, layer_norm
 
 Dtype = Any
 
@@ -24,10 +24,10 @@ class Attention(nn.Module):
     internal_dim = self.embedding_dim // self.downsample_rate
     if internal_dim % self.num_heads:
       raise ValueError(f"num_heads={self.num_heads} must divide the internal dim {internal_dim}.")
-    self.q_proj = nn.Dense(internal_dim, dtype=self.dtype)
-    self.k_proj = nn.Dense(internal_dim, dtype=self.dtype)
-    self.v_proj = nn.Dense(internal_dim, dtype=self.dtype)
-    self.out_proj = nn.Dense(self.embedding_dim, dtype=self.dtype)
+    self.q_proj = Dense(internal_dim, dtype=self.dtype)
+    self.k_proj = Dense(internal_dim, dtype=self.dtype)
+    self.v_proj = Dense(internal_dim, dtype=self.dtype)
+    self.out_proj = Dense(self.embedding_dim, dtype=self.dtype)
 
   def _split_heads(self, x: jnp.ndarray) -> jnp.ndarray:
     return x.reshape(*x.shape[:-1], self.num_heads, x.shape[-1] // self.num_heads)
