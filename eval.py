@@ -33,6 +33,7 @@ import sys
 from absl import app
 from absl import flags
 
+from sam2_jax import huge_pages
 from sam2_jax.evaluation import image_inference
 from sam2_jax.evaluation import io as vos_io
 from sam2_jax.evaluation import vos_inference
@@ -129,6 +130,7 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  huge_pages.restart_with_huge_pages()
   try:
     app.run(main)
   except ValueError as e:

@@ -19,6 +19,7 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
+from sam2_jax import huge_pages
 from sam2_jax.training import sharding  # first: multi-host initialisation precedes any JAX call
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Training config, e.g. configs/train.py:demo.")
@@ -182,5 +183,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  huge_pages.restart_with_huge_pages()
   flags.mark_flags_as_required(["config", "workdir"])
   app.run(main)

@@ -20,6 +20,7 @@ import numpy as np
 from absl import app, flags
 
 from bench import common
+from sam2_jax import huge_pages
 from sam2_jax.build_sam import get_model_config, params_from_state_dict
 from sam2_jax.modeling.sam2 import SAM2
 
@@ -112,4 +113,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  huge_pages.restart_with_huge_pages()
   app.run(main)

@@ -29,6 +29,7 @@ import optax
 from bench import official_training
 from configs.train import get_config
 from data import synthetic
+from sam2_jax import huge_pages
 from sam2_jax.build_sam import SAM2Model, abstract_params, get_model_config, init_params
 from sam2_jax.checkpoint.torch import state_dict_to_params
 from sam2_jax.evaluation.clicks import mask_iou
@@ -195,4 +196,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  huge_pages.restart_with_huge_pages()
   app.run(main)

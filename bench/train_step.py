@@ -65,6 +65,7 @@ from absl import app, flags
 
 from bench import common
 from bench import official_training
+from sam2_jax import huge_pages
 from sam2_jax.build_sam import get_model_config, init_params
 from sam2_jax.modeling.sam2 import SAM2
 from sam2_jax.training import flops
@@ -243,4 +244,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  huge_pages.restart_with_huge_pages()
   app.run(main)

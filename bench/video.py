@@ -43,6 +43,7 @@ import numpy as np
 from absl import app, flags
 
 from bench import common
+from sam2_jax import huge_pages
 from sam2_jax.build_sam import POSTPROCESSING, SAM2Model, build_sam2, get_model_config, params_from_state_dict
 from sam2_jax.modeling.memory_bank import MemoryBank
 from sam2_jax.predictors import video as video_predictor
@@ -413,4 +414,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  huge_pages.restart_with_huge_pages()
   app.run(main)

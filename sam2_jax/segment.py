@@ -31,6 +31,7 @@ from absl import flags
 from PIL import Image
 
 from sam2_jax import SAM2AutomaticMaskGenerator, SAM2ImagePredictor, build_sam2, build_sam2_video_predictor
+from sam2_jax import huge_pages
 from sam2_jax.evaluation import io as vos_io
 from sam2_jax.modeling.sam2 import resize
 from sam2_jax.predictors.video_frames import decode_video, list_jpeg_frames
@@ -372,4 +373,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  huge_pages.restart_with_huge_pages()
   app.run(main, flags_parser=_parse_flags)
