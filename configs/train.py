@@ -98,10 +98,10 @@ def _demo() -> ml_collections.ConfigDict:
   c.optimizer.weight_decay = 0.01
   c.optimizer.clip_norm = 1.0
   c.optimizer.warmup_steps = 20
-  # Whether memory reading is learned within the demo depends on the seed: it is with 1 (around step 450),
+  # Whether memory reading is learned within the demo depends on the seed: it is with 1 (between steps 400 and 600),
   # not with 123 or 2 (README, Training).
   c.seed = 1
-  c.num_steps = 800  # about 13.5 minutes on a 2-core CPU, data generation and evaluations included
+  c.num_steps = 800  # about 12.5 minutes on a 2-core CPU, data generation and evaluations included
   c.count_flops = False  # counting takes about 50 s of the demo's 15 minutes
   c.log_every = 10
   c.checkpoint_every = 200
