@@ -43,10 +43,15 @@ def block_until_ready(out: Any) -> Any:
   return jax.tree.map(lambda x: x.block_until_ready() if isinstance(x, jax.Array) else x, out)
 
 
-def time_interleaved(fns: dict[str, Callable[[], Any]], iters: int, warmup: int = 2) -> dict[str, list[float]]:
+def time_interleaved(fns: dict[str, Callable[[], Any]], iters: int, warmup: int = 2,
+                     settle: bool = False) -> dict[str, list[float]]:
   """Wall time (ms) of each zero-argument function, run in turn `iters` times after `warmup` runs each.
 
   Interleaving spreads machine noise (other jobs, frequency changes) evenly over the contenders.
+  With `settle`, each timed run directly follows an untimed run of the same function, as in a
+  training loop, instead of following the other contender's run: on this CPU a JAX train step
+  right after a PyTorch one took 7.0-9.6 s against 5.6 s after its own (even 2 s after PyTorch
+  finished), while PyTorch's step did not depend on what ran before it.
   Functions must return only when their result is computed (use `block_until_ready` for JAX).
   """
   for fn in fns.values():
@@ -55,6 +60,8 @@ def time_interleaved(fns: dict[str, Callable[[], Any]], iters: int, warmup: int 
   times = {name: [] for name in fns}
   for _ in range(iters):
     for name, fn in fns.items():
+      if settle:
+        fn()
       start = time.perf_counter()
       fn()
       times[name].append(1e3 * (time.perf_counter() - start))

@@ -41,8 +41,9 @@ trunk and neck sizes of configs/sam2.1/sam2.1_hiera_{t,b+}.yaml and the image si
 Its step is a forward of the same batch (as a `BatchedVideoDatapoint`), the official
 `MultiStepMultiMasksAndIous` loss (mask 20, dice 1, iou 1, class 1), `backward()`, gradient
 clipping (0.1) and a `torch.optim.AdamW` step, i.e. the same parts as ours (the official param
-groups with layer-wise decay do not change the cost). JAX and official steps alternate
-(`common.time_interleaved`); `ratio` is JAX time / official time. Our image encoder runs without
+groups with layer-wise decay do not change the cost). JAX and official steps alternate, each timed
+step right after an untimed one of its own (`common.time_interleaved` with `settle`: a training
+loop's steady state); `ratio` is JAX time / official time. Our image encoder runs without
 drop path (the official trains with 0.1; a cheap elementwise op either way).
 
   .venv/bin/python -m bench.train_step --configs=t,b+ --image_size=256 --iters=3   # CPU (about 8 min here)
@@ -199,7 +200,7 @@ def bench_config(name: str, size: int, peak: float) -> tuple[JaxStep, dict[str, 
   fns = {"jax": ours}
   if _OFFICIAL.value and jax.default_backend() == "cpu":
     fns["official"] = build_official_step(name, data, _SEED.value)
-  times = common.time_interleaved(fns, _ITERS.value, warmup=_WARMUP.value)
+  times = common.time_interleaved(fns, _ITERS.value, warmup=_WARMUP.value, settle=True)
   if _PROFILE_DIR.value:
     directory = f"{_PROFILE_DIR.value}/{name}"
     with jax.profiler.trace(directory, create_perfetto_trace=True):
