@@ -5,7 +5,8 @@ blocks that large back to the kernel when they are freed, so each train step fau
 in again page by page: about 900k 4 KiB page faults per step for the t model at 256 (3.6 GB).
 Where the kernel offers transparent huge pages on request (`madvise` mode, the common default),
 glibc's `glibc.malloc.hugetlb=1` tunable asks for them, and the same step takes about 2k faults
-and 10-15% less time (the demo: 10%). glibc reads its tunables only at process start, hence the restart.
+and 15-30% less time (the demo: 10%). glibc reads its tunables only at process start, hence the
+restart.
 """
 
 import os
