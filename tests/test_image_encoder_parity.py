@@ -1,5 +1,7 @@
 """Parity of the image encoder (Hiera trunk + FPN neck) with the official implementation."""
 
+import functools
+
 import jax
 import numpy as np
 import pytest
@@ -104,12 +106,15 @@ def test_drop_path_only_when_not_deterministic():
   dropping = SAM2(get_model_config("sam2.1_hiera_t", image_size=64, trunk=dict(trunk, drop_path_rate=0.5)))
   image = jax.random.normal(jax.random.key(0), (1, 64, 64, 3))
   images = jax.numpy.concatenate([image, image])
-  params = plain.init(jax.random.key(1), image)["params"]
+  params = jax.jit(functools.partial(plain.init, method=SAM2.forward_image))(jax.random.key(1), image)["params"]
+
+  @functools.partial(jax.jit, static_argnums=(0, 1))
+  def apply(module, deterministic, key):
+    return module.apply({"params": params}, images, deterministic, method=SAM2.forward_image,
+                        rngs={"dropout": key})["vision_features"]
 
   def features(module, deterministic, key=2):
-    out = module.apply({"params": params}, images, deterministic, method=SAM2.forward_image,
-                       rngs={"dropout": jax.random.key(key)})
-    return np.asarray(out["vision_features"])
+    return np.asarray(apply(module, deterministic, jax.random.key(key)))
 
   reference = features(plain, True)
   np.testing.assert_array_equal(features(dropping, True), reference)
