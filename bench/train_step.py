@@ -46,7 +46,7 @@ step right after an untimed one of its own (`common.time_interleaved` with `sett
 loop's steady state); `ratio` is JAX time / official time. Our image encoder runs without
 drop path (the official trains with 0.1; a cheap elementwise op either way).
 
-  .venv/bin/python -m bench.train_step --configs=t,b+ --image_size=256 --iters=3   # CPU (about 8 min here)
+  .venv/bin/python -m bench.train_step --configs=t,b+ --image_size=256 --iters=3   # CPU (about 14 min here)
   .venv/bin/python -m bench.train_step --configs=t --image_size=128 --iters=2       # quick
   .venv/bin/python -m bench.train_step --configs=b+ --dtype=bfloat16                # GPU/TPU, 1024
 
