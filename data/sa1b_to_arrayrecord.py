@@ -6,18 +6,19 @@ r"""Converts SA-1B into ArrayRecord shards of 1-frame `ClipRecord`s (original JP
       from a prepared TFDS `segment_anything` build (needs tensorflow_datasets).
 
 Annotations with area <= 0 are dropped (the official loader's rule), images left without any are skipped.
-Shards are named sa1b-00000-of-00064.array_record and written atomically.
+Shards are named sa1b-00000-of-00064.array_record and written all or nothing. Bad flags or input end in one
+`error: ...` line and exit status 2, as does a run that would write no record.
 """
 
 import os
 import sys
 
-from absl import app
 from absl import flags
 
 if __package__ in (None, ""):  # Run as `python data/...py`: make the repository importable.
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from sam2_jax.data import cli  # pylint: disable=g-import-not-at-top
 from sam2_jax.data import records  # pylint: disable=g-import-not-at-top
 from sam2_jax.data import sa1b  # pylint: disable=g-import-not-at-top
 
@@ -66,16 +67,15 @@ def convert_tfds(data_dir: str | None, output_dir: str, num_shards: int, *, spli
                               num_workers=num_workers, skip_errors=skip_errors, progress=progress)
 
 
-def main(argv):
-  del argv
+def main() -> None:
   f = flags.FLAGS
   common = dict(name=f.name, num_workers=f.num_workers, skip_errors=f.skip_errors)
+  if (f.tfds_data_dir is None) == (f.input_dir is None):
+    raise ValueError("Give exactly one of --input_dir (raw sa_*.jpg/json folder) or --tfds_data_dir.")
   if f.tfds_data_dir is not None:
     stats = convert_tfds(f.tfds_data_dir, f.output_dir, f.num_shards, split=f.tfds_split, **common)
-  elif f.input_dir is not None:
-    stats = convert(f.input_dir, f.output_dir, f.num_shards, **common)
   else:
-    raise app.UsageError("Give --input_dir (raw sa_*.jpg/json folder) or --tfds_data_dir.")
+    stats = convert(f.input_dir, f.output_dir, f.num_shards, **common)
   print(f"wrote {stats.written} records to {len(stats.paths)} shards in {f.output_dir} "
         f"({stats.dropped} without objects dropped, {len(stats.errors)} bad inputs skipped)")
 
@@ -85,8 +85,8 @@ if __name__ == "__main__":
   flags.DEFINE_string("tfds_data_dir", None, "TFDS data_dir holding a prepared segment_anything build.")
   flags.DEFINE_string("tfds_split", "train", "TFDS split.")
   flags.DEFINE_string("output_dir", None, "Where the shards are written.", required=True)
-  flags.DEFINE_integer("num_shards", 1, "Number of ArrayRecord files.")
+  flags.DEFINE_integer("num_shards", 1, "Number of ArrayRecord files.", lower_bound=1)
   flags.DEFINE_string("name", "sa1b", "Shard file name prefix.")
-  flags.DEFINE_integer("num_workers", 0, "Worker processes (0: convert in this process).")
+  flags.DEFINE_integer("num_workers", 0, "Worker processes (0: convert in this process).", lower_bound=0)
   flags.DEFINE_bool("skip_errors", False, "Log and skip unreadable inputs instead of stopping.")
-  app.run(main)
+  cli.run(main)

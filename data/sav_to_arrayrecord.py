@@ -5,19 +5,20 @@ r"""Converts SA-V into ArrayRecord shards of `ClipRecord`s: the annotated frames
 The input folder holds sav_<id>.mp4 with sav_<id>_manual.json (and sav_<id>_auto.json, used with
 --include_auto; auto object ids are offset by 1000). Each mp4 is decoded with PyAV and only the annotated
 frames are kept (every 4th: video frame f <-> masklet index f // 4), re-encoded as JPEG. Shards are named
-sav-00000-of-00016.array_record and written atomically.
+sav-00000-of-00016.array_record and written all or nothing. Bad flags or input end in one `error: ...` line
+and exit status 2, as does a run that would write no record.
 """
 
 import functools
 import os
 import sys
 
-from absl import app
 from absl import flags
 
 if __package__ in (None, ""):  # Run as `python data/...py`: make the repository importable.
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from sam2_jax.data import cli  # pylint: disable=g-import-not-at-top
 from sam2_jax.data import records  # pylint: disable=g-import-not-at-top
 from sam2_jax.data import sav  # pylint: disable=g-import-not-at-top
 
@@ -40,8 +41,7 @@ def convert(input_dir: str, output_dir: str, num_shards: int, *, include_auto: b
                               skip_errors=skip_errors, progress=progress)
 
 
-def main(argv):
-  del argv
+def main() -> None:
   f = flags.FLAGS
   stats = convert(f.input_dir, f.output_dir, f.num_shards, include_auto=f.include_auto, jpeg_quality=f.jpeg_quality,
                   name=f.name, num_workers=f.num_workers, skip_errors=f.skip_errors)
@@ -52,10 +52,10 @@ def main(argv):
 if __name__ == "__main__":
   flags.DEFINE_string("input_dir", None, "Folder of sav_<id>.mp4 + sav_<id>_manual.json.", required=True)
   flags.DEFINE_string("output_dir", None, "Where the shards are written.", required=True)
-  flags.DEFINE_integer("num_shards", 1, "Number of ArrayRecord files.")
+  flags.DEFINE_integer("num_shards", 1, "Number of ArrayRecord files.", lower_bound=1)
   flags.DEFINE_bool("include_auto", False, "Also add the auto masklets (sav_<id>_auto.json) when present.")
-  flags.DEFINE_integer("jpeg_quality", 95, "JPEG quality of the re-encoded frames.")
+  flags.DEFINE_integer("jpeg_quality", 95, "JPEG quality of the re-encoded frames.", lower_bound=1, upper_bound=100)
   flags.DEFINE_string("name", "sav", "Shard file name prefix.")
-  flags.DEFINE_integer("num_workers", 0, "Worker processes (0: convert in this process).")
+  flags.DEFINE_integer("num_workers", 0, "Worker processes (0: convert in this process).", lower_bound=0)
   flags.DEFINE_bool("skip_errors", False, "Log and skip unreadable inputs instead of stopping.")
-  app.run(main)
+  cli.run(main)

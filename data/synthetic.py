@@ -20,7 +20,6 @@ import os
 import sys
 
 import numpy as np
-from absl import app
 from absl import flags
 from PIL import Image
 from PIL import ImageDraw
@@ -29,6 +28,7 @@ from scipy import ndimage
 if __package__ in (None, ""):  # Run as `python data/synthetic.py`: make the repository importable.
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from sam2_jax.data import cli  # pylint: disable=g-import-not-at-top
 from sam2_jax.data import sav as sav_reader  # pylint: disable=g-import-not-at-top
 from sam2_jax.data.records import encode_rle  # pylint: disable=g-import-not-at-top
 from sam2_jax.evaluation import io as vos_io  # pylint: disable=g-import-not-at-top
@@ -37,6 +37,7 @@ KINDS = {"sa1b": 1, "sav": 2, "vos": 3}
 FPS = sav_reader.VIDEO_FPS
 ANN_EVERY = sav_reader.ANN_EVERY
 MAX_OBJECTS = 4
+MIN_SIZE = 32  # Smaller images may leave no room to place the shapes visibly.
 JPEG_QUALITY = 92
 
 
@@ -334,6 +335,11 @@ def generate(output_dir: str, num_images: int, num_videos: int, num_eval_videos:
              num_frames: int = 48, eval_num_frames: int = 16, seed: int = 0) -> dict[str, str]:
   """Writes all three datasets under `output_dir`; returns their folders {"sa1b", "sav", "vos_eval"}."""
   height, width = (size, size) if isinstance(size, int) else size
+  if min(height, width) < MIN_SIZE or height % 2 or width % 2:
+    raise ValueError(f"Synthetic image size must be even and at least {MIN_SIZE}, got {height}x{width}.")
+  if min(num_images, num_videos, num_eval_videos) < 0 or min(num_frames, eval_num_frames) < 1:
+    raise ValueError(f"Synthetic dataset sizes must be >= 0 and frame counts >= 1, got {num_images} images, "
+                     f"{num_videos} + {num_eval_videos} videos of {num_frames} and {eval_num_frames} frames.")
   folders = {k: os.path.join(output_dir, k) for k in ("sa1b", "sav", "vos_eval")}
   for folder in folders.values():
     os.makedirs(folder, exist_ok=True)
@@ -343,8 +349,7 @@ def generate(output_dir: str, num_images: int, num_videos: int, num_eval_videos:
   return folders
 
 
-def main(argv):
-  del argv
+def main() -> None:
   f = flags.FLAGS
   folders = generate(f.output_dir, f.num_images, f.num_videos, f.num_eval_videos, f.size, f.num_frames,
                      f.eval_num_frames, f.seed)
@@ -356,8 +361,8 @@ if __name__ == "__main__":
   flags.DEFINE_integer("num_images", 64, "SA-1B images.")
   flags.DEFINE_integer("num_videos", 32, "SA-V videos.")
   flags.DEFINE_integer("num_eval_videos", 8, "Held-out DAVIS-layout videos.")
-  flags.DEFINE_integer("size", 256, "Image and video height and width (even).")
+  flags.DEFINE_integer("size", 256, "Image and video height and width (even, at least 32).")
   flags.DEFINE_integer("num_frames", 48, "Frames per SA-V video (annotated every 4th).")
   flags.DEFINE_integer("eval_num_frames", 16, "Frames per eval video.")
   flags.DEFINE_integer("seed", 0, "Seed; the datasets are a deterministic function of it.")
-  app.run(main)
+  cli.run(main)

@@ -6,19 +6,20 @@ r"""Converts a DAVIS / MOSE-style VOS folder (fine-tuning data) into ArrayRecord
 The input folder holds JPEGImages/<video>/<frame>.jpg with palette PNG Annotations/<video>/<frame>.png
 (object ids as pixel values), or the SA-V layout JPEGImages_24fps/ + Annotations_6fps/<video>/<obj>/.
 The annotated frames are kept with their original JPEG bytes. Shards are named
-vos-00000-of-00008.array_record and written atomically.
+vos-00000-of-00008.array_record and written all or nothing. Bad flags or input end in one `error: ...` line
+and exit status 2, as does a run that would write no record.
 """
 
 import functools
 import os
 import sys
 
-from absl import app
 from absl import flags
 
 if __package__ in (None, ""):  # Run as `python data/...py`: make the repository importable.
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from sam2_jax.data import cli  # pylint: disable=g-import-not-at-top
 from sam2_jax.data import records  # pylint: disable=g-import-not-at-top
 from sam2_jax.data import vos_folders  # pylint: disable=g-import-not-at-top
 
@@ -32,9 +33,15 @@ def video_record(frames_dir: str, annotations_dir: str, video: str) -> records.C
 def read_video_list(path: str) -> list[str]:
   """Video names of a list file, one per line (blank lines ignored)."""
   if not os.path.isfile(path):
-    raise ValueError(f"Video list {path!r} not found.")
-  with open(path) as f:
-    return [line.strip() for line in f if line.strip()]
+    raise ValueError(f"Video list {path!r} not found or not a file.")
+  try:
+    with open(path) as f:
+      videos = [line.strip() for line in f if line.strip()]
+  except UnicodeDecodeError as e:
+    raise ValueError(f"Video list {path!r} is not a text file: {e}") from e
+  if not videos:
+    raise ValueError(f"Video list {path!r} names no video.")
+  return videos
 
 
 def convert(input_dir: str, output_dir: str, num_shards: int, *, videos: list[str] | None = None, name: str = "vos",
@@ -54,8 +61,7 @@ def convert(input_dir: str, output_dir: str, num_shards: int, *, videos: list[st
                               skip_errors=skip_errors, progress=progress)
 
 
-def main(argv):
-  del argv
+def main() -> None:
   f = flags.FLAGS
   videos = read_video_list(f.video_list) if f.video_list else None
   stats = convert(f.input_dir, f.output_dir, f.num_shards, videos=videos, name=f.name, num_workers=f.num_workers,
@@ -67,9 +73,9 @@ def main(argv):
 if __name__ == "__main__":
   flags.DEFINE_string("input_dir", None, "Dataset root with JPEGImages/ + Annotations/.", required=True)
   flags.DEFINE_string("output_dir", None, "Where the shards are written.", required=True)
-  flags.DEFINE_integer("num_shards", 1, "Number of ArrayRecord files.")
+  flags.DEFINE_integer("num_shards", 1, "Number of ArrayRecord files.", lower_bound=1)
   flags.DEFINE_string("video_list", None, "Optional file of video names to convert, one per line.")
   flags.DEFINE_string("name", "vos", "Shard file name prefix.")
-  flags.DEFINE_integer("num_workers", 0, "Worker processes (0: convert in this process).")
+  flags.DEFINE_integer("num_workers", 0, "Worker processes (0: convert in this process).", lower_bound=0)
   flags.DEFINE_bool("skip_errors", False, "Log and skip unreadable inputs instead of stopping.")
-  app.run(main)
+  cli.run(main)

@@ -20,6 +20,7 @@ import functools
 import logging
 import multiprocessing
 import os
+import re
 from typing import Any, Callable, Sequence
 
 import msgpack
@@ -86,18 +87,51 @@ def rle_from_coco(segmentation: dict) -> tuple[str, int, int]:
   return (counts.decode("ascii") if isinstance(counts, bytes) else counts), h, w
 
 
+class _Writer:
+  """An ArrayRecord writer whose failures (reported by array_record as RuntimeError) are OSErrors naming the file."""
+
+  def __init__(self, path: str):
+    from array_record.python import array_record_module  # pylint: disable=g-import-not-at-top
+    self.path = path
+    self._writer = array_record_module.ArrayRecordWriter(path, "group_size:1")
+    if not self._writer.ok():
+      self._writer = None
+      raise OSError(f"Cannot create {path!r}.")
+
+  def write(self, data: bytes) -> None:
+    try:
+      self._writer.write(data)
+    except RuntimeError as e:
+      raise OSError(f"Cannot write {self.path!r}: {e}") from e
+
+  def close(self) -> None:
+    if self._writer is None:
+      return
+    writer, self._writer = self._writer, None
+    try:
+      writer.close()
+    except RuntimeError as e:
+      raise OSError(f"Cannot write {self.path!r}: {e}") from e
+
+
+def _remove(path: str) -> None:
+  if os.path.lexists(path):
+    os.remove(path)
+
+
 def write_array_record(path: str, records: Sequence[ClipRecord]) -> None:
   """Writes records to one ArrayRecord file (through a temporary name, renamed when complete)."""
-  import os  # pylint: disable=g-import-not-at-top
-  from array_record.python import array_record_module  # pylint: disable=g-import-not-at-top
   tmp = f"{path}.partial"
-  writer = array_record_module.ArrayRecordWriter(tmp, "group_size:1")
+  writer = _Writer(tmp)
   try:
     for record in records:
       writer.write(record.serialize())
-  finally:
     writer.close()
-  os.replace(tmp, path)
+    os.replace(tmp, path)
+  except BaseException:
+    writer.close()
+    _remove(tmp)
+    raise
 
 
 def shard_path(output_dir: str, name: str, shard: int, num_shards: int) -> str:
@@ -115,9 +149,10 @@ class ShardStats:
 
 
 def _convert(to_record: Callable[[Any], "ClipRecord | None"], item: Any) -> tuple["ClipRecord | None", str | None]:
+  """(record or None, None), or (None, message) for a bad input: an unreadable file is one too (OSError)."""
   try:
     return to_record(item), None
-  except ValueError as e:
+  except (ValueError, OSError) as e:
     return None, str(e)
 
 
@@ -134,30 +169,45 @@ def write_shards(
 ) -> ShardStats:
   """Converts `items` with `to_record` and streams the records into `num_shards` ArrayRecord files.
 
-  Shard k holds the records of the k-th contiguous slice of `items`, in order; each shard is written
-  under a temporary name and renamed when complete, so a shard file that exists is whole. `to_record`
-  returns None to drop an item and raises ValueError on bad input: that stops the run (the message
-  should name the file) unless `skip_errors`, which logs and counts it instead. With `num_workers` > 0
-  the items are converted in that many processes (`to_record` must be picklable).
+  Shard k holds the records of the k-th contiguous slice of `items`, in order. All or nothing: every shard
+  is written under a temporary name (`.partial`) and they are renamed only once all are complete, so the
+  shard files exist only after a whole successful run. `to_record` returns None to drop an item (it has
+  no objects) and raises ValueError (or OSError) on bad input: that stops the run (the message should
+  name the file) unless `skip_errors`, which logs and counts it instead. A run that would write no record
+  at all raises ValueError, as does an `output_dir` holding `name` shards of another shard count. With
+  `num_workers` > 0 the items are converted in that many processes (`to_record` must be picklable).
   """
-  from array_record.python import array_record_module  # pylint: disable=g-import-not-at-top
   import tqdm  # pylint: disable=g-import-not-at-top
   if not items:
     raise ValueError(f"No input items to write for {name!r}.")
   if num_shards < 1:
     raise ValueError(f"num_shards must be >= 1, got {num_shards}.")
+  if num_workers < 0:
+    raise ValueError(f"num_workers must be >= 0, got {num_workers}.")
+  if not name or os.sep in name:
+    raise ValueError(f"Shard name {name!r} must be a plain file name prefix.")
   num_shards = min(num_shards, len(items))
-  os.makedirs(output_dir, exist_ok=True)
+  try:
+    os.makedirs(output_dir, exist_ok=True)
+  except OSError as e:
+    raise ValueError(f"Cannot create the output folder {output_dir!r}: {e.strerror}.") from e
   bounds = [len(items) * k // num_shards for k in range(num_shards + 1)]
   stats = ShardStats(paths=[shard_path(output_dir, name, k, num_shards) for k in range(num_shards)])
+  shard_name = re.compile(re.escape(name) + r"-\d+-of-\d+\.array_record")
+  others = sorted(n for n in os.listdir(output_dir)
+                  if shard_name.fullmatch(n) and os.path.join(output_dir, n) not in stats.paths)
+  if others:  # A glob over the folder would mix them with this run's shards.
+    raise ValueError(f"{output_dir!r} already holds {len(others)} {name!r} shards of a run with another shard count "
+                     f"({others[0]}, ...): remove them or choose another output folder.")
+  tmps = [f"{path}.partial" for path in stats.paths]
+  renamed = []
   convert = functools.partial(_convert, to_record)
   pool = multiprocessing.Pool(num_workers) if num_workers > 0 else None
   results = pool.imap(convert, items) if pool else map(convert, items)
   bar = tqdm.tqdm(total=len(items), desc=name, unit="item", disable=not progress)
   try:
-    for shard, path in enumerate(stats.paths):
-      tmp = f"{path}.partial"
-      writer = array_record_module.ArrayRecordWriter(tmp, "group_size:1")
+    for shard, tmp in enumerate(tmps):
+      writer = _Writer(tmp)
       try:
         for _ in range(bounds[shard], bounds[shard + 1]):
           record, error = next(results)
@@ -172,12 +222,19 @@ def write_shards(
           else:
             writer.write(record.serialize())
             stats.written += 1
-      except BaseException:
+      finally:
         writer.close()
-        os.remove(tmp)
-        raise
-      writer.close()
+    if not stats.written:
+      first = f" (first: {stats.errors[0]})" if stats.errors else ""
+      raise ValueError(f"No records written to {output_dir!r}: of {len(items)} inputs, {stats.dropped} without "
+                       f"objects were dropped and {len(stats.errors)} bad inputs skipped{first}.")
+    for tmp, path in zip(tmps, stats.paths):
       os.replace(tmp, path)
+      renamed.append(path)
+  except BaseException:
+    for path in tmps + renamed:
+      _remove(path)
+    raise
   finally:
     bar.close()
     if pool:

@@ -35,8 +35,10 @@ def load_json(path: str) -> dict:
   try:
     with open(path, "rb") as f:
       return json.load(f)
-  except (json.JSONDecodeError, UnicodeDecodeError) as e:
+  except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
     raise ValueError(f"Corrupt JSON in {path!r}: {e}") from e
+  except OSError as e:
+    raise ValueError(f"Cannot read {path!r}: {e.strerror}.") from e
 
 
 def parse_annotations(content: dict, path: str = "<json>") -> tuple[int, int, list[int], list[str]]:

@@ -1,0 +1,41 @@
+"""The shared entry point of the `data/` scripts: bad flags and bad input end in one `error: ...` line on
+stderr and exit status 2, never in a traceback."""
+
+import sys
+from typing import Callable, NoReturn
+
+from absl import app
+from absl import flags
+
+
+def fail(message: str) -> NoReturn:
+  """Prints `error: <message>` (on one line) to stderr and exits with status 2."""
+  print("error: " + " ".join(message.split()), file=sys.stderr)
+  sys.exit(2)
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+  """absl flag parsing; a malformed, unknown, out-of-bounds or missing required flag, or a stray argument, fails."""
+  try:
+    argv = flags.FLAGS(argv)
+  except flags.Error as e:
+    fail(str(e))
+  if len(argv) > 1:
+    fail(f"unexpected arguments: {' '.join(argv[1:])}")
+  return argv
+
+
+def run(main: Callable[[], None]) -> None:
+  """Runs `main` (which reads its absl flags) as a command-line program.
+
+  ValueError (bad input: the readers' messages name the file), OSError (a path that cannot be read or
+  written) and ImportError (a missing optional dependency, with its install hint) end in `fail`.
+  """
+  def main_with_errors(argv: list[str]) -> None:
+    del argv
+    try:
+      main()
+    except (ValueError, OSError, ImportError) as e:
+      fail(str(e))
+
+  app.run(main_with_errors, flags_parser=_parse_flags)
