@@ -97,7 +97,11 @@ def infer_config_name(state_dict: Mapping[str, Any]) -> str:
 
 
 def _check_version(state_dict: Mapping[str, Any], config_name: str) -> None:
-  inferred = infer_config_name(state_dict)
+  """Explains a SAM 2 / SAM 2.1 mix-up; other mismatches are left to the strict key-by-key report."""
+  try:
+    inferred = infer_config_name(state_dict)
+  except ValueError:
+    return
   has_21 = inferred.startswith("sam2.1")
   wants_21 = config_name.startswith("sam2.1")
   if has_21 != wants_21:
@@ -112,6 +116,23 @@ def params_from_state_dict(state_dict: Mapping[str, Any], config: ml_collections
   return torch_ckpt.state_dict_to_params(state_dict, abstract_params(config), context=f" {config.name}")
 
 
+def find_sam2_jax_checkpoint(checkpoint: str | os.PathLike) -> str | None:
+  """The Orbax directory (model checkpoint or training step) that `checkpoint` names.
+
+  None when `checkpoint` is a state-dict file or a Hugging Face model folder; ValueError when it does not
+  exist or is a folder holding no model. Reads no weights, so callers can check a path before doing work.
+  """
+  checkpoint = os.fspath(checkpoint)
+  if not os.path.exists(checkpoint):
+    raise ValueError(f"Checkpoint {checkpoint!r} does not exist.")
+  directory = orbax_ckpt.find_checkpoint(checkpoint)
+  if directory is None and os.path.isdir(checkpoint) and hf_ckpt.safetensors_files(checkpoint) is None:
+    raise ValueError(f"Checkpoint folder {checkpoint!r} holds no model: expected a sam2_jax model checkpoint (from "
+                     "`python -m sam2_jax.convert`), a train.py workdir or one of its checkpoint steps, or a Hugging "
+                     "Face model folder (model.safetensors).")
+  return directory
+
+
 def build_sam2(config_name: str | None = None, checkpoint: str | os.PathLike | None = None,
                apply_postprocessing: bool = True, seed: int = 0, **overrides) -> SAM2Model:
   """Builds SAM 2 like the official `build_sam2`.
@@ -121,6 +142,7 @@ def build_sam2(config_name: str | None = None, checkpoint: str | os.PathLike | N
       May be None when `checkpoint` tells it.
     checkpoint: an official `.pt` file or a Hugging Face transformers SAM 2 checkpoint (a `.safetensors`
       file or model folder; converted on the fly), a directory written by `python -m sam2_jax.convert`,
+      a train.py workdir (its newest checkpoint) or one of its steps (`{workdir}/checkpoints/{step}`),
       or None for random weights.
     apply_postprocessing: dynamic multimask fallback via stability, as the official builder.
     seed: seed of the random initialisation when `checkpoint` is None.
@@ -135,13 +157,14 @@ def build_sam2(config_name: str | None = None, checkpoint: str | os.PathLike | N
     config = get_model_config(config_name, **overrides)
     return SAM2Model(config, init_params(config, seed))
   checkpoint = os.fspath(checkpoint)
-  if os.path.isdir(checkpoint) and hf_ckpt.safetensors_files(checkpoint) is None:
-    metadata = orbax_ckpt.load_metadata(checkpoint)
+  directory = find_sam2_jax_checkpoint(checkpoint)
+  if directory is not None:
+    metadata = orbax_ckpt.load_metadata(directory)
     saved_name = metadata["config_name"]
     if config_name is not None and model_configs.get_config(config_name).name != saved_name:
       raise ValueError(f"Checkpoint {checkpoint!r} holds a {saved_name!r} model, not {config_name!r}.")
     config = get_model_config(saved_name, **{**metadata.get("overrides", {}), **overrides})
-    return SAM2Model(config, orbax_ckpt.load_params(checkpoint, abstract_params(config)))
+    return SAM2Model(config, orbax_ckpt.load_params(directory, abstract_params(config)))
   state_dict = hf_ckpt.read_state_dict(checkpoint)
   config = get_model_config(config_name or infer_config_name(state_dict), **overrides)
   return SAM2Model(config, jax.tree.map(jnp.asarray, params_from_state_dict(state_dict, config)))

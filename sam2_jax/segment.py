@@ -32,8 +32,10 @@ from PIL import Image
 
 from sam2_jax import SAM2AutomaticMaskGenerator, SAM2ImagePredictor, build_sam2, build_sam2_video_predictor
 from sam2_jax import huge_pages
+from sam2_jax.build_sam import find_sam2_jax_checkpoint
 from sam2_jax.evaluation import io as vos_io
 from sam2_jax.modeling.sam2 import resize
+from sam2_jax.predictors.transforms import check_boxes
 from sam2_jax.predictors.video_frames import decode_video, list_jpeg_frames
 
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Official .pt checkpoint or a converted sam2_jax directory "
@@ -107,9 +109,7 @@ def parse_box(text: str) -> np.ndarray:
   values = _numbers(text, "box")
   if len(values) != 4:
     raise ValueError(f"cannot parse box {text!r}: expected 4 numbers x0,y0,x1,y1, got {len(values)}.")
-  x0, y0, x1, y1 = values
-  if not (x0 < x1 and y0 < y1):
-    raise ValueError(f"box {text!r} is empty: expected x0 < x1 and y0 < y1.")
+  check_boxes(values, "--box")
   return np.array(values, np.float32)
 
 
@@ -207,6 +207,16 @@ def _write_png(path: str, image: np.ndarray) -> None:
   tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.partial.png")
   Image.fromarray(image).save(tmp)
   os.replace(tmp, path)
+
+
+def make_output_dir(output: str) -> None:
+  """Creates the --output directory, so that a path that cannot be written fails before the model runs."""
+  try:
+    os.makedirs(output, exist_ok=True)
+  except OSError as e:
+    raise ValueError(f"cannot create --output {output!r}: {e.strerror}.") from e
+  if not os.access(output, os.W_OK):
+    raise ValueError(f"--output {output!r} is not writable.")
 
 
 def _model_args(checkpoint: str | None, config: str | None, image_size: int | None) -> tuple:
@@ -318,8 +328,8 @@ def run(input_path: str | None, output: str | None, points: str | None = None, b
     raise ValueError(f"--output {output!r} is a file, not a directory.")
   if image_size is not None and (image_size < 64 or image_size % 32):
     raise ValueError(f"--image_size must be a multiple of 32 (at least 64), got {image_size}.")
-  if checkpoint is not None and not os.path.exists(checkpoint):
-    raise ValueError(f"checkpoint {checkpoint!r} does not exist.")
+  if checkpoint is not None:
+    find_sam2_jax_checkpoint(checkpoint)
   if automatic:
     prompts = [name for name, value in (("--points", points), ("--box", box), ("--mask", mask)) if value is not None]
     if prompts:
@@ -338,14 +348,17 @@ def run(input_path: str | None, output: str | None, points: str | None = None, b
       raise ValueError(f"--frame={frame} is out of range: an image has only frame 0.")
     image = _open_image(input_path)
     if automatic:
+      make_output_dir(output)
       return segment_automatic(image, output, checkpoint, config, image_size, **generator_kwargs)
     prompt = parse_prompt(points, box, mask, image.shape[:2])
+    make_output_dir(output)
     return segment_image(image, prompt, output, checkpoint, config, image_size, multimask)
   video = _Video(input_path)
   if not 0 <= frame < video.num_frames:
     raise ValueError(f"--frame={frame} is out of range: the video has {video.num_frames} frames "
                      f"(0..{video.num_frames - 1}).")
   prompt = parse_prompt(points, box, mask, (video.height, video.width))
+  make_output_dir(output)
   return segment_video(video, prompt, frame, output, checkpoint, config, image_size)
 
 

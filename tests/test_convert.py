@@ -102,9 +102,30 @@ def test_version_mismatch_is_explained(official_t):
     params_from_state_dict(official_t, get_model_config("sam2_hiera_t", image_size=256))
 
 
+def test_explicit_config_reaches_the_strict_report(tmp_path, official_t):
+  """A state dict with renamed keys and --config given: the key-by-key report, not "pass --config"."""
+  renamed = {f"model.{k}": v for k, v in official_t.items()}
+  pt = _save_pt(tmp_path / "renamed.pt", renamed)
+  with pytest.raises(torch_ckpt.CheckpointMismatchError, match=r"(?s)missing keys \(471\).*unexpected keys \(471\)"):
+    convert(pt, str(tmp_path / "o"), "sam2.1_hiera_t")
+  run = subprocess.run([sys.executable, "-m", "sam2_jax.convert", f"--checkpoint={pt}", "--config=sam2.1_hiera_t",
+                        f"--output={tmp_path / 'cli'}"], capture_output=True, text=True,
+                       cwd=os.path.dirname(os.path.dirname(__file__)))
+  assert run.returncode == 2 and "does not match the model sam2.1_hiera_t" in run.stderr, run.stderr[-2000:]
+  assert "unexpected keys (471): model.image_encoder" in run.stderr and "pass --config" not in run.stderr
+  assert not (tmp_path / "o").exists() and not (tmp_path / "cli").exists()
+
+
 def test_bad_inputs(tmp_path, official_t):
   with pytest.raises(ValueError, match="does not exist"):
     convert(str(tmp_path / "nope.pt"), str(tmp_path / "o"))
+  (tmp_path / "folder").mkdir()
+  with pytest.raises(ValueError, match="is a folder; expected an official .pt file"):
+    convert(str(tmp_path / "folder"), str(tmp_path / "o"))
+  with pytest.raises(ValueError, match="holds no model: expected a sam2_jax model checkpoint"):
+    build_sam2(checkpoint=str(tmp_path / "folder"))
+  with pytest.raises(ValueError, match="does not exist"):
+    build_sam2(checkpoint=str(tmp_path / "nope"))
   junk = tmp_path / "junk.pt"
   junk.write_bytes(b"not a checkpoint")
   with pytest.raises(ValueError, match="Could not read"):

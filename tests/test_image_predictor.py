@@ -116,6 +116,14 @@ def test_bad_inputs():
     predictor.predict(point_coords=np.zeros((2, 2)), point_labels=np.ones(3))
   with pytest.raises(ValueError, match=r"box must have shape \(4,\)"):
     predictor.predict(box=np.zeros(3))
+  with pytest.raises(ValueError, match="point_coords must be finite numbers"):
+    predictor.predict(point_coords=np.array([[np.nan, 3.0]]), point_labels=np.ones(1))
+  with pytest.raises(ValueError, match=r"point labels must be 1 \(foreground\), 0 \(background\).*got \[5\]"):
+    predictor.predict(point_coords=np.zeros((1, 2)), point_labels=np.array([5]))
+  with pytest.raises(ValueError, match=r"box \[40.0, 10.0, 20.0, 30.0\] is empty or inverted"):
+    predictor.predict(box=np.array([40.0, 10.0, 20.0, 30.0]))
+  with pytest.raises(ValueError, match="box must be finite numbers"):
+    predictor.predict(box=np.array([[0.0, 0.0, 20.0, 30.0], [0.0, np.inf, 5.0, 5.0]]))
   with pytest.raises(ValueError, match="mask_input must have shape"):
     predictor.predict(mask_input=np.zeros((1, 32, 32)))
   with pytest.raises(ValueError, match="predict_batch needs images"):

@@ -119,6 +119,9 @@ def test_video(inputs, cache_dir, tmp_path, video, prompt, frame):
     (["--input={root}/image.png", "--points=1,2", "--box=0,0,5,5"], "exactly one prompt"),
     (["--input={root}/image.png"], "exactly one prompt"),
     (["--input={root}/image.png", "--points=1,2", "--checkpoint={root}/missing.pt"], "does not exist"),
+    (["--input={root}/image.png", "--points=1,2", "--checkpoint={root}/frames"], "holds no model"),
+    (["--input={root}/image.png", "--box=1,nan,3,4"], "non-finite"),
+    (["--input={root}/frames", "--box=10,10,20,5"], "is empty or inverted"),
     (["--points=1,2"], "--input is required"),
     (["--input={root}/frames", "--points=1,2", "--frame=a"], "frame"),
     (["--input={root}/frames", "--points=1,2", "--automatic"], "automatic"),
@@ -135,3 +138,13 @@ def test_bad_arguments(inputs, tmp_path, args, message):
   lines = run.stderr.strip().splitlines()
   assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], run.stderr
   assert not os.path.exists(tmp_path / "out")
+
+
+def test_output_that_cannot_be_created(inputs, tmp_path):
+  """An --output below a regular file fails with one error line before the model is built."""
+  (tmp_path / "file").write_text("")
+  for source in ("image.png", "frames"):
+    run = _segment(f"--input={inputs / source}", "--points=40,38", f"--output={tmp_path / 'file' / 'out'}", *MODEL)
+    assert run.returncode == 2, run.stderr
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: cannot create --output"), run.stderr

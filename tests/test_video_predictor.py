@@ -121,6 +121,14 @@ def test_bad_inputs(video_dir, tmp_path):
     next(ours.propagate_in_video(state))
   with pytest.raises(ValueError, match="mask must be 2-D"):
     ours.add_new_mask(state, 0, 1, np.zeros((2, 2, 2)))
+  h, w = state["video_height"], state["video_width"]
+  with pytest.raises(ValueError, match=rf"mask must be the video's size \({h}, {w}\).*got shape \({h}, {w + 1}\)"):
+    ours.add_new_mask(state, 0, 1, np.zeros((h, w + 1), bool))
+  with pytest.raises(ValueError, match="points must be finite numbers"):
+    ours.add_new_points_or_box(state, 0, 1, points=[[np.nan, 1]], labels=[1])
+  with pytest.raises(ValueError, match="is empty or inverted"):
+    ours.add_new_points_or_box(state, 0, 1, box=[10, 10, 5, 20])
+  assert not state["obj_ids"]  # nothing was added by the rejected prompts
 
 
 def test_fill_holes_matches_connected_components():

@@ -117,6 +117,8 @@ def _to_numpy(value: Any) -> np.ndarray:
 def read_torch_checkpoint(path: str | os.PathLike) -> dict[str, np.ndarray]:
   """Reads the model state dict of an official `.pt` file (`{"model": state_dict, ...}`)."""
   path = os.fspath(path)
+  if os.path.isdir(path):
+    raise ValueError(f"Checkpoint {path!r} is a folder; expected an official .pt file.")
   if not os.path.isfile(path):
     raise ValueError(f"Checkpoint file {path!r} does not exist.")
   try:

@@ -10,7 +10,7 @@ import numpy as np
 from sam2_jax.build_sam import SAM2Model
 from sam2_jax.modeling.sam2 import SAM2, resize
 from sam2_jax.predictors import postprocess
-from sam2_jax.predictors.transforms import as_rgb_uint8, preprocess
+from sam2_jax.predictors.transforms import as_rgb_uint8, check_boxes, check_points, preprocess
 
 
 def _embed(module: SAM2, images: jnp.ndarray) -> dict[str, Any]:
@@ -188,6 +188,7 @@ class SAM2ImagePredictor:
       if labels.shape != coords.shape[:-1]:
         raise ValueError(f"point_labels must have shape {coords.shape[:-1]} to match point_coords, got "
                          f"{np.asarray(point_labels).shape}.")
+      check_points(coords, labels)
       coords, labels = to_model_frame(coords), labels.astype(np.int32)
     elif point_labels is not None:
       raise ValueError("point_labels were given without point_coords.")
@@ -195,6 +196,7 @@ class SAM2ImagePredictor:
       box = np.asarray(box, np.float32)
       if box.shape[-1] != 4 or box.ndim not in (1, 2):
         raise ValueError(f"box must have shape (4,) or (B, 4) as x0, y0, x1, y1, got {box.shape}.")
+      check_boxes(box)
       box_coords = to_model_frame(box.reshape(-1, 2, 2))
       box_labels = np.tile(np.array([[2, 3]], np.int32), (len(box_coords), 1))
       if coords is not None:

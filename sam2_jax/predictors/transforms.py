@@ -21,6 +21,29 @@ def as_rgb_uint8(image, what: str = "image") -> np.ndarray:
   return image
 
 
+# Point labels the prompt encoder knows: padding, background, foreground and the two box corners.
+POINT_LABELS = (-1, 0, 1, 2, 3)
+
+
+def check_points(coords: np.ndarray, labels: np.ndarray, what: str = "point_coords") -> None:
+  """Raises ValueError for non-finite coordinates or labels outside `POINT_LABELS`."""
+  if not np.all(np.isfinite(coords)):
+    raise ValueError(f"{what} must be finite numbers, got NaN or infinity in {np.asarray(coords).tolist()}.")
+  unknown = sorted(set(np.asarray(labels).ravel().tolist()) - set(POINT_LABELS))
+  if unknown:
+    raise ValueError(f"point labels must be 1 (foreground), 0 (background) or -1 (padding), got {unknown}.")
+
+
+def check_boxes(boxes: np.ndarray, what: str = "box") -> None:
+  """Raises ValueError unless every (x0, y0, x1, y1) in `boxes` (..., 4) is finite with x0 < x1 and y0 < y1."""
+  boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+  if not np.all(np.isfinite(boxes)):
+    raise ValueError(f"{what} must be finite numbers, got NaN or infinity in {boxes.tolist()}.")
+  empty = (boxes[:, 0] >= boxes[:, 2]) | (boxes[:, 1] >= boxes[:, 3])
+  if empty.any():
+    raise ValueError(f"{what} {boxes[np.argmax(empty)].tolist()} is empty or inverted: expected x0 < x1 and y0 < y1.")
+
+
 @jax.jit(static_argnames="size")
 def preprocess(image: jnp.ndarray, size: int) -> jnp.ndarray:
   """uint8 (H, W, 3) -> float32 (size, size, 3): bilinear (antialiased) resize and ImageNet normalisation.

@@ -19,7 +19,7 @@ from sam2_jax.modeling import track
 from sam2_jax.modeling.memory_bank import MemoryBank, ring_sizes
 from sam2_jax.modeling.sam2 import NO_OBJ_SCORE, SAM2, resize
 from sam2_jax.predictors import postprocess
-from sam2_jax.predictors.transforms import IMAGENET_MEAN, IMAGENET_STD
+from sam2_jax.predictors.transforms import IMAGENET_MEAN, IMAGENET_STD, check_boxes, check_points
 from sam2_jax.predictors.video_frames import VideoFrames
 
 State = dict[str, Any]
@@ -167,6 +167,7 @@ class SAM2VideoPredictor:
       points, labels = points[None], labels[None] if labels.ndim == 1 else labels
     if points.ndim != 3 or points.shape[0] != 1 or points.shape[-1] != 2 or labels.shape != points.shape[:2]:
       raise ValueError(f"points must have shape (N, 2) and labels (N,), got {points.shape} and {labels.shape}.")
+    check_points(points, labels, "points")
     if box is not None:
       if not clear_old_points:
         raise ValueError("Cannot add a box without clearing old points (a box must come before any click); "
@@ -174,6 +175,7 @@ class SAM2VideoPredictor:
       box = np.asarray(box, np.float32)
       if box.size != 4:
         raise ValueError(f"box must have 4 values x0, y0, x1, y1, got shape {box.shape}.")
+      check_boxes(box)
       points = np.concatenate([box.reshape(1, 2, 2), points], axis=1)
       labels = np.concatenate([np.array([[2, 3]], np.int32), labels], axis=1)
     if normalize_coords:
@@ -196,8 +198,12 @@ class SAM2VideoPredictor:
     mask = np.asarray(mask)
     if mask.ndim != 2:
       raise ValueError(f"mask must be 2-D (H, W), got shape {mask.shape}.")
-    mask = jnp.asarray(mask.astype(bool), jnp.float32)[None, None]
     size = self.image_size
+    video_hw = (state["video_height"], state["video_width"])
+    if mask.shape not in (video_hw, (size, size)):
+      raise ValueError(f"mask must be the video's size {video_hw} (or the model's input size {(size, size)}), "
+                       f"got shape {mask.shape}.")
+    mask = jnp.asarray(mask.astype(bool), jnp.float32)[None, None]
     if mask.shape[-2:] != (size, size):
       mask = (resize(mask, (size, size), antialias=True) >= 0.5).astype(jnp.float32)
     obj_idx = self._obj_id_to_idx(state, obj_id)
