@@ -9,6 +9,9 @@ import copy
 
 import numpy as np
 import pytest
+import sam2.automatic_mask_generator as official_amg
+import sam2.utils.amg as official_utils
+import torchvision.ops as torchvision_ops
 from scipy import ndimage
 
 from sam2_jax import SAM2AutomaticMaskGenerator
@@ -16,10 +19,6 @@ from sam2_jax.build_sam import POSTPROCESSING, SAM2Model, get_model_config, para
 from sam2_jax.predictors import amg_utils
 from tests.images import shapes_image
 from tests.oracle import build_official, torch
-
-official_amg = pytest.importorskip("sam2.automatic_mask_generator")
-official_utils = pytest.importorskip("sam2.utils.amg")
-torchvision_ops = pytest.importorskip("torchvision.ops")
 
 SIZE = 256
 H, W = 240, 320

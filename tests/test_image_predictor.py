@@ -2,13 +2,12 @@
 
 import numpy as np
 import pytest
+import sam2.sam2_image_predictor as official_predictor
 
 from sam2_jax import SAM2ImagePredictor, build_sam2
 from sam2_jax.build_sam import POSTPROCESSING, SAM2Model, get_model_config, params_from_state_dict
 from tests.images import shapes_image
 from tests.oracle import build_official, torch
-
-official_predictor = pytest.importorskip("sam2.sam2_image_predictor")
 
 
 def mask_iou(a, b):
