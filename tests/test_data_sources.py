@@ -21,8 +21,10 @@ from sam2_jax.evaluation import io as vos_io
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 H, W = 64, 96  # Non-square on purpose: catches height/width mix-ups.
 SEED = 3
-# Real SA-V annotations for a local check (not shipped): SAM2_SHARED_SAV=<folder with sav_000001_*.json>.
-SHARED_SAV = os.environ.get("SAM2_SHARED_SAV", "")
+# Real SA-V annotations (not shipped): $SAM2_SHARED_SAV, by default the project's shared/data/sav beside the
+# repository (CI has it there).
+SHARED_SAV = os.environ.get("SAM2_SHARED_SAV", os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__)))), "shared", "data", "sav"))
 
 # Keys of a real SA-V manual json (sav_dataset README, checked on sav_000001_manual.json).
 SAV_KEYS = {"video_id", "video_duration", "video_frame_count", "video_height", "video_width", "video_resolution",
@@ -368,8 +370,8 @@ def test_sav_bad_inputs(tmp_path):
     sav.decode_frames(str(raw / "sav_000002.mp4"), [0])
 
 
-@pytest.mark.skipif(not os.path.isdir(SHARED_SAV), reason="LOCAL CHECK ONLY: needs the real SA-V annotation files in "
-                    "$SAM2_SHARED_SAV, which are not part of the repository")
+@pytest.mark.skipif(not os.path.isdir(SHARED_SAV), reason="needs the real SA-V annotation files in $SAM2_SHARED_SAV or "
+                    "../shared/data/sav, which are not part of the repository")
 def test_sav_reader_on_real_annotations():
   manual = sav.load_annotation(os.path.join(SHARED_SAV, "sav_000001_manual.json"))
   assert manual.video_id == "sav_000001" and manual.num_video_frames == 483
