@@ -15,6 +15,14 @@ to --output_dir in the input layout (each video written to a hidden folder, rena
 complete). Every scoring run ends with the line `J&F=<value> J=<value> F=<value>` (percent)
 and writes results.csv into the prediction folder. --visualize adds an MP4 per video.
 
+The videos scored are those of --videos, else every ground-truth video; each must have predictions (a
+missing one is an error, not a score over the rest), and other videos found in the prediction folder, such
+as those left by an earlier run, are not scored. The ground truth is never written to: --output_dir may not
+be, lie inside or contain the dataset's annotations or frames folder, nor --pred_root be or lie inside
+--gt_root. Bad input (these cases, an unknown --videos name, an unreadable PNG, an --output_dir that cannot
+be created, ...) prints one `error: ...` line and exits with status 2; whatever can be checked without a
+model is checked before one is built.
+
 Interactive image segmentation (--task=image), on an SA-1B folder (sa_*.jpg + sa_*.json) or a COCO
 instances file with its images:
 
@@ -47,7 +55,7 @@ flags.DEFINE_string("pred_root", None, "Scoring only: prediction folder (same la
 flags.DEFINE_string("config", "sam2.1_hiera_b+", "Model config name.")
 flags.DEFINE_string("checkpoint", None, "Official .pt or converted checkpoint (None: random weights).")
 flags.DEFINE_integer("image_size", None, "Override of the model's input size.")
-flags.DEFINE_list("videos", None, "Only these videos (default: all).")
+flags.DEFINE_list("videos", None, "Only these videos, predicted and scored (default: every annotated video).")
 flags.DEFINE_float("score_thresh", 0.0, "Mask logit threshold.")
 flags.DEFINE_bool("apply_postprocessing", None, "Official post-processing (default: off for videos as in "
                   "vos_inference.py, on for images as the official build_sam2).")
@@ -63,18 +71,40 @@ flags.DEFINE_integer("num_clicks", 5, "--task=image: simulated clicks per object
 flags.DEFINE_bool("image_mask_input", True, "--task=image: feed the previous low-res logits back with each click.")
 FLAGS = flags.FLAGS
 
+
+def make_output_dir(path: str) -> None:
+  """Creates --output_dir (before any model is built); ValueError when it cannot be created or written."""
+  if os.path.exists(path) and not os.path.isdir(path):
+    raise ValueError(f"--output_dir {path!r} is a file, not a directory.")
+  try:
+    os.makedirs(path, exist_ok=True)
+  except OSError as e:
+    raise ValueError(f"cannot create --output_dir {path!r}: {e.strerror or e}.") from e
+  if not os.access(path, os.W_OK | os.X_OK):
+    raise ValueError(f"--output_dir {path!r} is not writable.")
+
+
+def check_flags() -> None:
+  """Rejects flag values that cannot work, before any data is read or model built."""
+  for name in ("num_processes", "max_images", "max_objects_per_image", "num_clicks"):
+    value = FLAGS[name].value
+    if value is not None and value < 1:
+      raise ValueError(f"--{name} must be at least 1, got {value}.")
+
+
 def run_inference() -> str:
-  """Predicts every video of --data_root into --output_dir; returns the annotation root."""
+  """Predicts the videos of --data_root (or --videos) into --output_dir; returns the annotation root."""
   from sam2_jax.predictors.video import build_sam2_video_predictor  # pylint: disable=g-import-not-at-top
   layout, frames_dir, ann_root = vos_inference.dataset_layout(FLAGS.data_root)
+  vos_inference.check_output_dir(FLAGS.output_dir, frames_dir, ann_root)
+  videos = vos_inference.select_videos(frames_dir, ann_root, FLAGS.videos)
+  make_output_dir(FLAGS.output_dir)
   overrides = {} if FLAGS.image_size is None else {"image_size": FLAGS.image_size}
   if FLAGS.checkpoint is None:
     print("warning: no --checkpoint given, the model has random weights", file=sys.stderr)
   predictor = build_sam2_video_predictor(FLAGS.config, FLAGS.checkpoint,
                                          apply_postprocessing=bool(FLAGS.apply_postprocessing),
                                          non_overlap_masks=layout == vos_io.DAVIS, **overrides)
-  videos = FLAGS.videos or vos_io.list_videos(ann_root)
-  os.makedirs(FLAGS.output_dir, exist_ok=True)
   for video in videos:
     names, results = vos_inference.predict_video(predictor, frames_dir, ann_root, video,
                                    FLAGS.track_object_appearing_later_in_video, FLAGS.score_thresh)
@@ -91,14 +121,15 @@ def run_image_evaluation() -> None:
   from sam2_jax.build_sam import build_sam2  # pylint: disable=g-import-not-at-top
   from sam2_jax.predictors.image import SAM2ImagePredictor  # pylint: disable=g-import-not-at-top
   if not FLAGS.output_dir or not (FLAGS.data_root or FLAGS.image_annotations):
-    raise app.UsageError("--task=image needs --output_dir and --data_root (SA-1B folder) or --image_annotations.")
+    raise ValueError("--task=image needs --output_dir and --data_root (SA-1B folder) or --image_annotations.")
   if FLAGS.image_annotations:
     if not FLAGS.image_root:
-      raise app.UsageError("--image_annotations needs --image_root (the folder of its images).")
+      raise ValueError("--image_annotations needs --image_root (the folder of its images).")
     samples = image_inference.coco_samples(FLAGS.image_annotations, FLAGS.image_root, FLAGS.max_images,
                                            FLAGS.max_objects_per_image)
   else:
     samples = image_inference.sa1b_samples(FLAGS.data_root, FLAGS.max_images, FLAGS.max_objects_per_image)
+  make_output_dir(FLAGS.output_dir)
   if FLAGS.checkpoint is None:
     print("warning: no --checkpoint given, the model has random weights", file=sys.stderr)
   overrides = {} if FLAGS.image_size is None else {"image_size": FLAGS.image_size}
@@ -111,20 +142,22 @@ def run_image_evaluation() -> None:
 
 
 def main(argv):
-  del argv
+  if len(argv) > 1:
+    raise ValueError(f"unexpected arguments: {' '.join(argv[1:])}")
+  check_flags()
   if FLAGS.task == "image":
     run_image_evaluation()
     return
   if FLAGS.gt_root or FLAGS.pred_root:
     if not (FLAGS.gt_root and FLAGS.pred_root):
-      raise app.UsageError("Scoring needs both --gt_root and --pred_root.")
+      raise ValueError("Scoring needs both --gt_root and --pred_root.")
     gt_root, pred_root = FLAGS.gt_root, FLAGS.pred_root
   else:
     if not (FLAGS.data_root and FLAGS.output_dir):
-      raise app.UsageError("Give --data_root and --output_dir (inference + scoring), or --gt_root and --pred_root.")
+      raise ValueError("Give --data_root and --output_dir (inference + scoring), or --gt_root and --pred_root.")
     gt_root, pred_root = run_inference(), FLAGS.output_dir
   results = vos_metrics.evaluate(gt_root, pred_root, skip_first_and_last=not FLAGS.do_not_skip_first_and_last_frame,
-                                 num_processes=FLAGS.num_processes)
+                                 num_processes=FLAGS.num_processes, videos=FLAGS.videos)
   print(vos_metrics.results_csv(results), end="")
   print(results.summary)
 
@@ -134,5 +167,5 @@ if __name__ == "__main__":
   try:
     app.run(main)
   except ValueError as e:
-    print(f"error: {e}", file=sys.stderr)
+    print("error: " + " ".join(str(e).split()), file=sys.stderr)
     sys.exit(2)

@@ -177,3 +177,47 @@ def test_coco_and_sa1b_readers_agree(tmp_path):
   subset = list(image_inference.sa1b_samples(str(tmp_path), max_images=1, max_objects=1))
   assert len(subset) == 1 and len(subset[0].object_ids) == 1
   assert subset[0].object_ids[0] in from_sa1b[0].object_ids
+
+
+def test_readers_reject_bad_input(tmp_path):
+  write_sa1b(str(tmp_path), num_images=1, height=48, width=64)
+  for kwargs, name in (({"max_images": 0}, "max_images"), ({"max_objects": -1}, "max_objects")):
+    with pytest.raises(ValueError, match=f"{name} must be at least 1"):
+      image_inference.sa1b_samples(str(tmp_path), **kwargs)
+    with pytest.raises(ValueError, match=f"{name} must be at least 1"):
+      image_inference.coco_samples(str(tmp_path / "sa_1.json"), str(tmp_path), **kwargs)
+  (tmp_path / "truncated.json").write_bytes((tmp_path / "sa_1.json").read_bytes()[:100])
+  (tmp_path / "list.json").write_text("[1, 2]")
+  for name, message in (("truncated.json", r"Corrupt JSON in .*truncated\.json"),
+                        ("list.json", r"list\.json' is not a COCO instances file: expected a JSON object"),
+                        ("sa_1.json", r"sa_1\.json' is not a COCO instances file \(missing or malformed 'image_id'\)")):
+    with pytest.raises(ValueError, match=message):
+      image_inference.coco_samples(str(tmp_path / name), str(tmp_path))
+  coco = {"images": [{"id": 1, "file_name": "broken.jpg", "height": 48, "width": 64}],
+          "annotations": [{"id": 5, "image_id": 1, "iscrowd": 0, "area": 4.0, "segmentation": [[1, 1, 3, 1, 3, 3]]}]}
+  (tmp_path / "coco.json").write_text(json.dumps(coco))
+  (tmp_path / "broken.jpg").write_bytes(b"not a jpeg")
+  with pytest.raises(ValueError, match=r"Cannot decode image .*broken\.jpg"):
+    next(image_inference.coco_samples(str(tmp_path / "coco.json"), str(tmp_path)))
+
+
+def test_eval_image_bad_input(tmp_path):
+  write_sa1b(str(tmp_path / "sa1b"), num_images=1, height=48, width=64)
+  (tmp_path / "truncated.json").write_bytes((tmp_path / "sa1b" / "sa_1.json").read_bytes()[:100])
+  (tmp_path / "file").write_text("")
+  sa1b = [f"--data_root={tmp_path / 'sa1b'}", f"--output_dir={tmp_path / 'out'}"]
+  for args, message in (
+      (sa1b + ["--max_images=0"], "--max_images must be at least 1, got 0"),
+      (sa1b + ["--max_objects_per_image=0"], "--max_objects_per_image must be at least 1, got 0"),
+      (sa1b + ["--num_clicks=0"], "--num_clicks must be at least 1, got 0"),
+      ([f"--image_annotations={tmp_path / 'truncated.json'}", f"--image_root={tmp_path / 'sa1b'}",
+        f"--output_dir={tmp_path / 'out'}"], r"Corrupt JSON in .*truncated\.json"),
+      ([f"--data_root={tmp_path / 'sa1b'}", f"--output_dir={tmp_path / 'file' / 'out'}"],
+       r"cannot create --output_dir .*file/out"),
+  ):
+    run = subprocess.run([sys.executable, os.path.join(ROOT, "eval.py"), "--task=image", *args,
+                          "--config=sam2.1_hiera_t", "--image_size=64"], capture_output=True, text=True, cwd=ROOT,
+                         env=dict(os.environ, SAM2_JAX_HUGE_PAGES="0"))
+    assert run.returncode == 2 and re.match(f"error: {message}", run.stderr), (args, run.stderr)
+    assert len(run.stderr.strip().splitlines()) == 1, run.stderr
+  assert not (tmp_path / "out").exists()

@@ -3,7 +3,10 @@
 import csv
 import math
 import os
+import re
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -14,6 +17,7 @@ from sam2_jax.evaluation import io as vos_io
 from sam2_jax.evaluation import vos_metrics as vm
 
 TOL = 1e-6
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -370,23 +374,36 @@ def test_layouts_agree(tmp_path):
     assert (davis.j, davis.f) == (sav.j, sav.f)
 
 
-def test_strict_and_partial_predictions(tmp_path):
+def test_missing_stale_and_chosen_videos(tmp_path, capsys):
   data = make_dataset(tmp_path, np.random.default_rng(9), num_videos=3)
   gt_root, pred_root = str(tmp_path / "gt"), str(tmp_path / "pred")
   write_davis(data, gt_root, pred_root)
   full = vm.evaluate(gt_root, pred_root, strict=True, write_csv=False)
-  missing = os.path.join(pred_root, "video_1")
-  for name in os.listdir(missing):
-    os.remove(os.path.join(missing, name))
-  os.rmdir(missing)
-  with pytest.raises(ValueError, match=r"without predictions: \['video_1'\]"):
-    vm.evaluate(gt_root, pred_root, strict=True)
-  partial = vm.evaluate(gt_root, pred_root, write_csv=False)
-  assert [v.name for v in partial.videos] == ["video_0", "video_2"]
-  assert partial.videos[1].objects == full.videos[2].objects
-  os.makedirs(os.path.join(pred_root, "extra"))
-  with pytest.raises(ValueError, match=r"without ground truth: \['extra'\]"):
-    vm.evaluate(gt_root, pred_root, strict=True)
+  assert [v.name for v in full.videos] == ["video_0", "video_1", "video_2"]
+  shutil.rmtree(os.path.join(pred_root, "video_1"))
+  for strict in (False, True):  # a missing video is an error, never a score over the others
+    with pytest.raises(ValueError, match=r"No predictions in .*pred' for 1 of the 3 videos to score: \['video_1'\]"):
+      vm.evaluate(gt_root, pred_root, strict=strict)
+  with pytest.raises(ValueError, match=r"for 1 of the 1 videos to score: \['video_1'\]"):
+    vm.evaluate(gt_root, pred_root, videos=["video_1"])
+  chosen = vm.evaluate(gt_root, pred_root, videos=["video_2", "video_0", "video_2"])
+  assert [v.name for v in chosen.videos] == ["video_0", "video_2"]
+  assert chosen.videos[1].objects == full.videos[2].objects
+  with open(chosen.csv_path) as f:
+    assert {r["video"] for r in csv.DictReader(f) if r["level"] == "video"} == {"video_0", "video_2"}
+  only = vm.evaluate(gt_root, pred_root, videos=["video_2"], write_csv=False)  # video_0 is stale here
+  assert [v.name for v in only.videos] == ["video_2"] and only.j == pytest.approx(full.videos[2].j)
+  with pytest.raises(ValueError, match=r"Unknown video\(s\) \['nope', 'x'\]: not video folders of .*gt' "
+                     r"\(it has 3: video_0, video_1, video_2\)"):
+    vm.evaluate(gt_root, pred_root, videos=["video_0", "nope", "x", "nope"])
+
+  shutil.copytree(os.path.join(pred_root, "video_0"), os.path.join(pred_root, "extra"))
+  capsys.readouterr()
+  assert vm.evaluate(gt_root, pred_root, videos=["video_0"], write_csv=False).videos[0].name == "video_0"
+  err = capsys.readouterr().err
+  assert "warning: predicted videos without ground truth in" in err and "not scored: ['extra']" in err
+  with pytest.raises(ValueError, match=r"strict: predicted videos without ground truth in .*: \['extra'\]"):
+    vm.evaluate(gt_root, pred_root, videos=["video_0"], strict=True)
 
 
 def test_cli(tmp_path, capsys):
@@ -395,6 +412,23 @@ def test_cli(tmp_path, capsys):
   shutil.copytree(tmp_path / "gt", tmp_path / "gt_copy")
   vm.main([f"--gt_root={tmp_path / 'gt'}", f"--pred_root={tmp_path / 'gt_copy'}", "--do_not_skip_first_and_last_frame"])
   assert capsys.readouterr().out.strip().splitlines()[-1] == "J&F=100.0 J=100.0 F=100.0"
+  shutil.rmtree(tmp_path / "gt_copy" / "video_1")
+  vm.main([f"--gt_root={tmp_path / 'gt'}", f"--pred_root={tmp_path / 'gt_copy'}", "--videos=video_0"])
+  assert capsys.readouterr().out.strip().splitlines()[-1] == "J&F=100.0 J=100.0 F=100.0"
+
+  def cli(*args):
+    return subprocess.run([sys.executable, "-m", "sam2_jax.evaluation.vos_metrics", *args], capture_output=True,
+                          text=True, cwd=ROOT)
+  gt = f"--gt_root={tmp_path / 'gt'}"
+  for args, message in (
+      ([gt, f"--pred_root={tmp_path / 'gt_copy'}"], r"No predictions in .* \['video_1'\]"),
+      ([gt, f"--pred_root={tmp_path / 'gt_copy'}", "--videos=video_0,zz"], r"Unknown video\(s\) \['zz'\]"),
+      ([gt, f"--pred_root={tmp_path / 'gt' / 'video_0'}"], r"Prediction folder .* lies inside the ground-truth"),
+      ([gt, f"--pred_root={tmp_path / 'gt_copy'}", "-n", "0"], "num_processes must be at least 1, got 0"),
+  ):
+    run = cli(*args)
+    assert run.returncode == 2 and re.match(f"error: {message}", run.stderr), run.stderr
+    assert len(run.stderr.strip().splitlines()) == 1, run.stderr
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -413,8 +447,14 @@ def test_errors(tmp_path):
   with pytest.raises(ValueError, match="Prediction folder .* does not exist"):
     vm.evaluate(gt_root, str(tmp_path / "nope"))
   os.makedirs(pred_root)
-  with pytest.raises(ValueError, match="No video"):
+  with pytest.raises(ValueError, match=r"No predictions in .* for 1 of the 1 videos to score: \['a'\]"):
     vm.evaluate(gt_root, pred_root)
+  with pytest.raises(ValueError, match="is or lies inside the ground-truth folder"):
+    vm.evaluate(gt_root, gt_root)
+  with pytest.raises(ValueError, match="num_processes must be at least 1"):
+    vm.evaluate(gt_root, str(tmp_path), num_processes=0)
+  with pytest.raises(ValueError, match="holds no video folder"):
+    vm.evaluate(pred_root, gt_root)
 
   for t in range(3):  # SA-V predictions for DAVIS ground truth
     vos_io.write_frame_masks(pred_root, "a", t, {1: box}, vos_io.SAV)
@@ -436,6 +476,14 @@ def test_errors(tmp_path):
   Image.fromarray(np.zeros((20, 30, 3), np.uint8)).save(os.path.join(pred_root, "a", "00001.png"))
   with pytest.raises(ValueError, match="single-channel"):
     vm.evaluate(gt_root, pred_root)
+  path = os.path.join(pred_root, "a", "00001.png")
+  for content in (b"not a png", open(os.path.join(gt_root, "a", "00001.png"), "rb").read()[:60]):
+    with open(path, "wb") as f:
+      f.write(content)  # text, then a truncated PNG
+    with pytest.raises(ValueError, match=r"Cannot read mask file .*pred2/a/00001.png"):
+      vm.evaluate(gt_root, pred_root)
+    with pytest.raises(ValueError, match=r"Cannot read mask file .*pred2/a/00001.png"):  # as ground truth too
+      vm.evaluate(pred_root, gt_root, skip_first_and_last=False)
 
   sav_gt, sav_pred = str(tmp_path / "sg"), str(tmp_path / "sp")
   for t in range(3):

@@ -38,6 +38,12 @@ class ImageSample:
   object_ids: list[int]
 
 
+def _check_limits(max_images: int | None, max_objects: int | None) -> None:
+  for name, value in (("max_images", max_images), ("max_objects", max_objects)):
+    if value is not None and value < 1:
+      raise ValueError(f"{name} must be at least 1 (or None for all), got {value}.")
+
+
 def select_objects(num_objects: int, max_objects: int | None, index: int, seed: int = 0) -> np.ndarray:
   """Sorted indices of the objects kept for image number `index`: all, or a seeded random subset."""
   if max_objects is None or num_objects <= max_objects:
@@ -58,6 +64,7 @@ def sa1b_samples(folder: str, max_images: int | None = None, max_objects: int | 
 
   The folder is listed at once (a missing or empty folder raises ValueError here); images are read lazily.
   """
+  _check_limits(max_images, max_objects)
   paths = sa1b.list_images(folder)[:max_images]
   if not paths:
     raise ValueError(f"No sa_*.jpg images in {folder!r}.")
@@ -79,29 +86,41 @@ def coco_samples(annotations: str, image_root: str, max_images: int | None = Non
   The annotation file is read at once (errors raise ValueError here); images are read lazily.
   """
   from pycocotools.coco import COCO  # pylint: disable=g-import-not-at-top
-  if not os.path.isfile(annotations):
-    raise ValueError(f"Annotation file {annotations!r} not found.")
+  _check_limits(max_images, max_objects)
   if not os.path.isdir(image_root):
     raise ValueError(f"Image folder {image_root!r} does not exist.")
-  coco = COCO(annotations)
-  objects = {i: [a for a in coco.loadAnns(coco.getAnnIds(imgIds=i, iscrowd=False)) if a["area"] > 0]
-             for i in sorted(coco.getImgIds())}
-  image_ids = [i for i, anns in objects.items() if anns][:max_images]
+  coco = COCO()
+  coco.dataset = sa1b.load_json(annotations)
+  if not isinstance(coco.dataset, dict):
+    raise ValueError(f"{annotations!r} is not a COCO instances file: expected a JSON object.")
+  try:
+    coco.createIndex()
+    objects = {i: [a for a in coco.loadAnns(coco.getAnnIds(imgIds=i, iscrowd=False)) if a["area"] > 0]
+               for i in sorted(coco.getImgIds())}
+    image_ids = [i for i, anns in objects.items() if anns][:max_images]
+    file_names = {i: coco.imgs[i]["file_name"] for i in image_ids}
+  except (KeyError, TypeError) as e:
+    raise ValueError(f"{annotations!r} is not a COCO instances file (missing or malformed {e}).") from e
   if not image_ids:
     raise ValueError(f"{annotations!r} has no image with a non-crowd object.")
 
   def samples():
     for index, image_id in enumerate(image_ids):
-      info, anns = coco.loadImgs(image_id)[0], objects[image_id]
-      path = os.path.join(image_root, info["file_name"])
+      anns = objects[image_id]
+      path = os.path.join(image_root, file_names[image_id])
       if not os.path.isfile(path):
         raise ValueError(f"Image file {path!r} not found.")
-      image = np.asarray(Image.open(path).convert("RGB"))
+      with open(path, "rb") as f:
+        image = np.asarray(sa1b._decode(f.read(), path).convert("RGB"))  # pylint: disable=protected-access
       keep = select_objects(len(anns), max_objects, index)
-      masks = [coco.annToMask(anns[j]).astype(bool) for j in keep]
+      try:
+        masks = [coco.annToMask(anns[j]).astype(bool) for j in keep]
+      except (KeyError, TypeError, IndexError) as e:
+        raise ValueError(f"{annotations!r}: cannot decode the masks of image {image_id} (missing or malformed "
+                         f"{e}).") from e
       if masks[0].shape != image.shape[:2]:
         raise ValueError(f"Image {path!r} is {image.shape[:2]} but its annotations are {masks[0].shape}.")
-      yield _sample(os.path.splitext(info["file_name"])[0], image, masks, [int(anns[j]["id"]) for j in keep])
+      yield _sample(os.path.splitext(file_names[image_id])[0], image, masks, [int(anns[j]["id"]) for j in keep])
   return samples()
 
 

@@ -15,7 +15,7 @@ readers.
 import io
 import os
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from PIL import Image
@@ -67,6 +67,30 @@ def list_videos(root: str) -> list[str]:
   if not os.path.isdir(root):
     raise ValueError(f"Mask folder {root!r} does not exist or is not a directory.")
   return [n for n in _entries(root) if os.path.isdir(os.path.join(root, n))]
+
+
+def select_videos(root: str, videos: Sequence[str] | None = None) -> list[str]:
+  """The video folders of `root` named in `videos` (None or empty: all), in `root`'s order.
+
+  Raises ValueError listing the names that are not video folders of `root`, or when `root` has none.
+  """
+  available = list_videos(root)
+  if not available:
+    raise ValueError(f"{root!r} holds no video folder.")
+  if not videos:
+    return available
+  wanted = set(videos)
+  unknown = [v for v in dict.fromkeys(videos) if v not in available]
+  if unknown:
+    shown = ", ".join(available[:5]) + (", ..." if len(available) > 5 else "")
+    raise ValueError(f"Unknown video(s) {unknown}: not video folders of {root!r} (it has {len(available)}: {shown}).")
+  return [v for v in available if v in wanted]
+
+
+def is_within(path: str, root: str) -> bool:
+  """True when `path` is `root` or lies inside it, symbolic links resolved."""
+  path, root = os.path.realpath(path), os.path.realpath(root)
+  return os.path.commonpath([path, root]) == root
 
 
 def detect_layout(video_dir: str) -> str:
@@ -134,8 +158,11 @@ def read_label_png(path: str) -> np.ndarray:
   """The raw 2-D pixel values of a single-channel PNG (palette indices for palette PNGs)."""
   if not os.path.isfile(path):
     raise ValueError(f"Mask file {path!r} not found.")
-  with Image.open(path) as image:
-    array = np.array(image)
+  try:
+    with Image.open(path) as image:
+      array = np.array(image)
+  except Exception as e:  # PIL raises several types for truncated or non-image data.
+    raise ValueError(f"Cannot read mask file {path!r}: {e}") from e
   if array.ndim != 2:
     raise ValueError(f"{path!r}: expected a single-channel (palette or grayscale) PNG, got shape {array.shape}.")
   if array.dtype == bool:

@@ -21,6 +21,28 @@ def dataset_layout(data_root: str) -> tuple[str, str, str]:
                    "JPEGImages_24fps/ + Annotations_6fps/ (SA-V).")
 
 
+def check_output_dir(output_dir: str, frames_dir: str, ann_root: str) -> None:
+  """Refuses an output folder that is, lies inside or contains the dataset's frames or annotations folder."""
+  for what, folder in (("annotations", ann_root), ("frames", frames_dir)):
+    if vos_io.is_within(output_dir, folder):
+      relation = "is" if vos_io.is_within(folder, output_dir) else "lies inside"
+    elif vos_io.is_within(folder, output_dir):
+      relation = "contains"
+    else:
+      continue
+    raise ValueError(f"Output folder {output_dir!r} {relation} the dataset's {what} folder {folder!r}: predictions "
+                     f"written there could overwrite the {what}; choose a folder outside the dataset.")
+
+
+def select_videos(frames_dir: str, ann_root: str, videos: list[str] | None = None) -> list[str]:
+  """The videos to predict: `videos` (None or empty: every annotated one), each with annotations and frames."""
+  videos = vos_io.select_videos(ann_root, videos)
+  no_frames = [v for v in videos if not os.path.isdir(os.path.join(frames_dir, v))]
+  if no_frames:
+    raise ValueError(f"Video(s) {no_frames} have annotations in {ann_root!r} but no frame folder in {frames_dir!r}.")
+  return videos
+
+
 def first_masks(ann_root: str, video: str) -> dict[int, tuple[int, np.ndarray]]:
   """{object id: (frame index, mask)} of each object's first non-empty annotation."""
   found = {}
@@ -40,6 +62,10 @@ def predict_video(predictor, frames_dir: str, ann_root: str, video: str, later_o
   prompts = first_masks(ann_root, video)
   if not prompts:
     raise ValueError(f"Video {video!r} has no annotated object in {ann_root!r}.")
+  unmatched = sorted({t for t, _ in prompts.values()} - set(index_of))
+  if unmatched:
+    raise ValueError(f"Prompt frame(s) {unmatched} of video {video!r} in {ann_root!r} have no JPEG frame in "
+                     f"{os.path.join(frames_dir, video)!r}.")
   state = predictor.init_state(os.path.join(frames_dir, video))
   h, w = state["video_height"], state["video_width"]
   logits = {i: {} for i in range(len(names))}
@@ -115,7 +141,8 @@ def evaluate_tracker(predictor, data_root: str, output_dir: str, max_videos: int
   """(J&F of `predictor`, J&F of copying the first frame) in percent on a VOS dataset folder."""
   from sam2_jax.evaluation import vos_metrics  # pylint: disable=g-import-not-at-top
   layout, frames_dir, ann_root = dataset_layout(data_root)
-  videos = vos_io.list_videos(ann_root)[:max_videos]
+  check_output_dir(output_dir, frames_dir, ann_root)
+  videos = select_videos(frames_dir, ann_root)[:max_videos]
   scores = []
   for kind in ("model", "copy_first_frame"):
     out = os.path.join(output_dir, kind)
@@ -127,5 +154,5 @@ def evaluate_tracker(predictor, data_root: str, output_dir: str, max_videos: int
         names = [os.path.splitext(os.path.basename(p))[0] for p in list_jpeg_frames(os.path.join(frames_dir, video))]
         results = copy_first_frame(ann_root, video, names)
       write_video_masks(out, video, names, results, layout, next(iter(results[0].values())).shape)
-    scores.append(vos_metrics.evaluate(ann_root, out).jf)
+    scores.append(vos_metrics.evaluate(ann_root, out, videos=videos).jf)
   return scores[0], scores[1]

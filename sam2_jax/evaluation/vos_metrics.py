@@ -18,7 +18,10 @@ The disk dilation is computed exactly through a Euclidean feature transform (a p
 its nearest boundary pixel lies at squared distance <= r^2), which equals a dilation with
 `skimage.morphology.disk(r)` and zero padding (`cv2.dilate` defaults).
 
-Run as `python -m sam2_jax.evaluation.vos_metrics --gt_root=GT --pred_root=PRED`.
+Every ground-truth video (or every one of `videos`) must have predictions: a missing video is an error,
+never a score over the rest. Predicted videos without ground truth are reported and left out.
+
+Run as `python -m sam2_jax.evaluation.vos_metrics --gt_root=GT --pred_root=PRED [--videos=a,b]`.
 """
 
 import argparse
@@ -27,6 +30,7 @@ import io
 import math
 import multiprocessing
 import os
+import sys
 from collections.abc import Sequence
 from concurrent import futures
 from dataclasses import dataclass, field, replace
@@ -281,11 +285,15 @@ def evaluate(
     strict: bool = False,
     num_processes: int = 1,
     write_csv: bool = True,
+    videos: Sequence[str] | None = None,
 ) -> VOSResults:
   """Evaluates the predicted masks under `pred_root` against the ground truth under `gt_root`.
 
   Both folders hold one folder per video, in the DAVIS or the SA-V layout (see `sam2_jax.evaluation.io`).
-  Without `strict` the videos present in both are evaluated; with it the two video sets must be equal.
+  The videos scored are `videos` (None or empty: every ground-truth video, as the official evaluator); each
+  must have ground truth and predictions, else ValueError names the unknown or missing ones. Predicted videos
+  with no ground truth are left out with a warning on stderr (an error with `strict`); predicted videos not
+  asked for are ignored. `pred_root` may not be or lie inside `gt_root`.
   `num_processes` > 1 scores videos in a pool of spawned processes (a calling script then needs the usual
   `if __name__ == "__main__":` guard). Unless `write_csv` is False, the scores are written (atomically) to
   `{pred_root}/results.csv`.
@@ -293,19 +301,23 @@ def evaluate(
   for name, root in (("Ground-truth", gt_root), ("Prediction", pred_root)):
     if not os.path.isdir(root):
       raise ValueError(f"{name} folder {root!r} does not exist or is not a directory.")
+  if vos_io.is_within(pred_root, gt_root):
+    raise ValueError(f"Prediction folder {pred_root!r} is or lies inside the ground-truth folder {gt_root!r}; "
+                     "keep predictions in a separate folder.")
+  if num_processes < 1:
+    raise ValueError(f"num_processes must be at least 1, got {num_processes}.")
+  videos = vos_io.select_videos(gt_root, videos)
   gt_videos = vos_io.list_videos(gt_root)
   pred_videos = vos_io.list_videos(pred_root)
-  if strict:
-    missing = sorted(set(gt_videos) - set(pred_videos))
-    extra = sorted(set(pred_videos) - set(gt_videos))
-    if missing or extra:
-      raise ValueError(
-          f"strict: videos without predictions: {missing}; predicted videos without ground truth: {extra}.")
-    videos = gt_videos
-  else:
-    videos = sorted(set(gt_videos) & set(pred_videos))
-  if not videos:
-    raise ValueError(f"No video of {gt_root!r} has predictions in {pred_root!r}.")
+  missing = [v for v in videos if v not in pred_videos]
+  if missing:
+    raise ValueError(f"No predictions in {pred_root!r} for {len(missing)} of the {len(videos)} videos to score: "
+                     f"{missing}.")
+  extra = sorted(set(pred_videos) - set(gt_videos))
+  if extra and strict:
+    raise ValueError(f"strict: predicted videos without ground truth in {gt_root!r}: {extra}.")
+  if extra:
+    print(f"warning: predicted videos without ground truth in {gt_root!r} are not scored: {extra}", file=sys.stderr)
   jobs = [(gt_root, pred_root, video, skip_first_and_last) for video in videos]
   if num_processes > 1 and len(jobs) > 1:
     context = multiprocessing.get_context("spawn")
@@ -328,18 +340,27 @@ def evaluate(
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-  """Command line: prints the per-object table and the `J&F=.. J=.. F=..` summary."""
+  """Command line: prints the per-object table and the `J&F=.. J=.. F=..` summary.
+
+  Bad input (a missing video, an unreadable PNG, ...) prints one `error: ...` line and exits with status 2.
+  """
   parser = argparse.ArgumentParser(description="J&F evaluation of video object segmentation masks (SA-V rules).")
   parser.add_argument("--gt_root", required=True, help="Folder of ground-truth video folders.")
   parser.add_argument("--pred_root", required=True, help="Folder of predicted video folders (same layout).")
+  parser.add_argument("--videos", type=lambda text: [v for v in text.split(",") if v], default=None,
+                      help="Comma-separated videos to score (default: every ground-truth video).")
   parser.add_argument("-n", "--num_processes", type=int, default=1, help="Worker processes.")
-  parser.add_argument("-s", "--strict", action="store_true", help="Require predictions for exactly the GT videos.")
+  parser.add_argument("-s", "--strict", action="store_true", help="Also fail on predicted videos without GT.")
   parser.add_argument(
       "--do_not_skip_first_and_last_frame", action="store_true", help="Also score the first and last GT frames.")
   args = parser.parse_args(argv)
-  results = evaluate(
-      args.gt_root, args.pred_root, skip_first_and_last=not args.do_not_skip_first_and_last_frame,
-      strict=args.strict, num_processes=args.num_processes)
+  try:
+    results = evaluate(
+        args.gt_root, args.pred_root, skip_first_and_last=not args.do_not_skip_first_and_last_frame,
+        strict=args.strict, num_processes=args.num_processes, videos=args.videos)
+  except ValueError as e:
+    print("error: " + " ".join(str(e).split()), file=sys.stderr)
+    sys.exit(2)
   print(results_csv(results), end="")
   print(f"Saved {results.csv_path}")
   print(results.summary)
