@@ -67,4 +67,7 @@ def get_config(name: str = "sam2.1_hiera_t") -> ml_collections.ConfigDict:
   c.dynamic_multimask_stability_thresh = 0.98
   # Numerics: parameters stay float32; `compute_dtype` is the dtype of matmuls and convolutions.
   c.compute_dtype = "float32"
+  # How convolutions, dense products and attention are computed (sam2_jax/modeling/kernels.py): "xla" (standard
+  # ops, fused attention: for GPUs and TPUs), "cpu" (rewrites faster on XLA's CPU backend), or "auto" (by backend).
+  c.kernels = "auto"
   return c

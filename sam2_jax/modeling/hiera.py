@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from sam2_jax.modeling import kernels
 from sam2_jax.modeling.layers import Dense, MLP, gelu, layer_norm
 
 Dtype = Any
@@ -86,64 +87,28 @@ def _max_pool(x: jnp.ndarray, stride: tuple[int, int]) -> jnp.ndarray:
   return jnp.max(x.reshape(b, h // sh, sh, w // sw, sw, c), axis=(2, 4))
 
 
-# Attention whose (B, heads, Tq, Tk) float32 scores would exceed this many bytes runs over chunks
-# of queries, each chunk's scores staying about `_CHUNK_ROWS` x Tk: on the CPU, global attention
-# at 1024 (4096 tokens) is about 3x faster this way than with the whole score tensor.
-_CHUNK_SCORE_BYTES = 16 << 20
-_CHUNK_ROWS = 512
-
-
-def attention(q: jnp.ndarray, k: jnp.ndarray, v: jnp.ndarray) -> jnp.ndarray:
-  """Softmax attention of (B, Tq, N, D) queries over (B, Tk, N, D) keys/values, scale 1/sqrt(D).
-
-  Small problems (windowed attention) use `jax.nn.dot_product_attention`; large ones (global
-  attention) loop over query chunks with heads-first layouts, normalising after the value product.
-  Scores and softmax are float32 whatever the input dtype.
-  """
-  b, tq, n, d = q.shape
-  tk = k.shape[1]
-  chunk = max(1, _CHUNK_ROWS // n)
-  if b * n * tq * tk * 4 <= _CHUNK_SCORE_BYTES or tq <= chunk:
-    return jax.nn.dot_product_attention(q, k, v)
-  num_chunks = -(-tq // chunk)
-  q = (q * jnp.asarray(d ** -0.5, q.dtype)).transpose(0, 2, 1, 3)  # (B, N, Tq, D)
-  q = jnp.pad(q, ((0, 0), (0, 0), (0, num_chunks * chunk - tq), (0, 0)))
-  q = q.reshape(b, n, num_chunks, chunk, d).transpose(2, 0, 1, 3, 4)
-  k_t = k.transpose(0, 2, 3, 1)  # (B, N, D, Tk)
-  v_t = v.transpose(0, 2, 1, 3)  # (B, N, Tk, D)
-
-  def one_chunk(q_c):
-    scores = jnp.einsum("bnqd,bndk->bnqk", q_c, k_t, preferred_element_type=jnp.float32)
-    weights = jnp.exp(scores - scores.max(axis=-1, keepdims=True))
-    out = jnp.einsum("bnqk,bnkd->bnqd", weights.astype(v.dtype), v_t, preferred_element_type=jnp.float32)
-    return (out / weights.sum(axis=-1, keepdims=True)).astype(v.dtype)
-
-  out = jax.lax.map(one_chunk, q)  # (chunks, B, N, chunk, D)
-  out = out.transpose(1, 0, 3, 2, 4).reshape(b, num_chunks * chunk, n, d)
-  return out[:, :tq]
-
-
 class MultiScaleAttention(nn.Module):
   """Multi-head self-attention on (B, H, W, C) tokens; queries optionally max-pooled by q_stride."""
   dim_out: int
   num_heads: int
   q_stride: tuple[int, int] | None = None
   dtype: Dtype = jnp.float32
+  kernels: str = "auto"
 
   @nn.compact
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
     b, h, w, _ = x.shape
     head_dim = self.dim_out // self.num_heads
-    qkv = Dense(3 * self.dim_out, dtype=self.dtype, name="qkv")(x)
+    qkv = Dense(3 * self.dim_out, dtype=self.dtype, kernels=self.kernels, name="qkv")(x)
     qkv = qkv.reshape(b, h * w, 3, self.num_heads, head_dim)
     q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
     if self.q_stride:
       q = _max_pool(q.reshape(b, h, w, self.dim_out), self.q_stride)
       h, w = q.shape[1:3]
       q = q.reshape(b, h * w, self.num_heads, head_dim)
-    x = attention(q, k, v)
+    x = kernels.attention(q, k, v, self.kernels)
     x = x.reshape(b, h, w, self.dim_out)
-    return Dense(self.dim_out, dtype=self.dtype, name="proj")(x)
+    return Dense(self.dim_out, dtype=self.dtype, kernels=self.kernels, name="proj")(x)
 
 
 class MultiScaleBlock(nn.Module):
@@ -160,6 +125,7 @@ class MultiScaleBlock(nn.Module):
   q_stride: tuple[int, int] | None = None
   window_size: int = 0
   dtype: Dtype = jnp.float32
+  kernels: str = "auto"
 
   def _drop_path(self, x: jnp.ndarray, deterministic: bool) -> jnp.ndarray:
     if deterministic or self.drop_path == 0.0:
@@ -173,14 +139,15 @@ class MultiScaleBlock(nn.Module):
     shortcut = x
     x = layer_norm(1e-6, name="norm1")(x)
     if self.dim != self.dim_out:
-      shortcut = Dense(self.dim_out, dtype=self.dtype, name="proj")(x)
+      shortcut = Dense(self.dim_out, dtype=self.dtype, kernels=self.kernels, name="proj")(x)
       if self.q_stride:
         shortcut = _max_pool(shortcut, self.q_stride)
 
     window = self.window_size
     if window > 0:
       x, padded_hw = window_partition(x, window)
-    x = MultiScaleAttention(self.dim_out, self.num_heads, self.q_stride, dtype=self.dtype, name="attn")(x)
+    x = MultiScaleAttention(self.dim_out, self.num_heads, self.q_stride, dtype=self.dtype, kernels=self.kernels,
+                            name="attn")(x)
     if window > 0:
       h, w = shortcut.shape[1:3]
       if self.q_stride:
@@ -191,7 +158,7 @@ class MultiScaleBlock(nn.Module):
     x = shortcut + self._drop_path(x, deterministic)
     y = layer_norm(1e-6, name="norm2")(x)
     y = MLP(int(self.dim_out * self.mlp_ratio), self.dim_out, num_layers=2, activation=gelu,
-            dtype=self.dtype, name="mlp")(y)
+            dtype=self.dtype, kernels=self.kernels, name="mlp")(y)
     return x + self._drop_path(y, deterministic)
 
 
@@ -223,6 +190,7 @@ class Hiera(nn.Module):
   head_mul: float = 2.0
   drop_path_rate: float = 0.0
   dtype: Dtype = jnp.float32
+  kernels: str = "auto"
 
   @property
   def stage_ends(self) -> list[int]:
@@ -283,7 +251,7 @@ class Hiera(nn.Module):
     for i, spec in enumerate(self.block_specs()):
       x = MultiScaleBlock(spec.dim, spec.dim_out, spec.num_heads, drop_path=spec.drop_path,
                           q_stride=spec.q_stride, window_size=spec.window_size, dtype=self.dtype,
-                          name=f"blocks_{i}")(x, deterministic)
+                          kernels=self.kernels, name=f"blocks_{i}")(x, deterministic)
       if i in stage_ends:
         outputs.append(x)
     return outputs

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from sam2_jax.modeling.hiera import Hiera
-from sam2_jax.modeling.layers import MatmulConv
+from sam2_jax.modeling.layers import Conv
 from sam2_jax.modeling.position_encoding import sine_pe_2d
 
 Dtype = Any
@@ -17,10 +17,11 @@ class _Lateral(nn.Module):
   """1x1 lateral projection (the official `convs[i]` Sequential holding one `conv`)."""
   features: int
   dtype: Dtype = jnp.float32
+  kernels: str = "auto"
 
   @nn.compact
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-    return MatmulConv(self.features, dtype=self.dtype, name="conv")(x)
+    return Conv(self.features, dtype=self.dtype, kernels=self.kernels, name="conv")(x)
 
 
 class FpnNeck(nn.Module):
@@ -34,6 +35,7 @@ class FpnNeck(nn.Module):
   d_model: int = 256
   fpn_top_down_levels: Sequence[int] = (2, 3)
   dtype: Dtype = jnp.float32
+  kernels: str = "auto"
 
   @nn.compact
   def __call__(self, xs: Sequence[jnp.ndarray]) -> tuple[list[jnp.ndarray], list[jnp.ndarray]]:
@@ -44,7 +46,7 @@ class FpnNeck(nn.Module):
     out, pos = [None] * n, [None] * n
     prev = None
     for i in reversed(range(n)):
-      lateral = _Lateral(self.d_model, dtype=self.dtype, name=f"convs_{n - 1 - i}")(xs[i])
+      lateral = _Lateral(self.d_model, dtype=self.dtype, kernels=self.kernels, name=f"convs_{n - 1 - i}")(xs[i])
       if i in top_down_levels and prev is not None:
         top_down = jnp.repeat(jnp.repeat(prev.astype(jnp.float32), 2, axis=1), 2, axis=2)
         prev = lateral + top_down
@@ -80,7 +82,7 @@ class ImageEncoder(nn.Module):
   @classmethod
   def from_config(cls, config: ml_collections.ConfigDict, dtype: Dtype | None = None,
                   **kwargs: Any) -> "ImageEncoder":
-    """Builds the encoder from a `configs/model.py` config (`trunk`, `neck`, `scalp`, `compute_dtype`).
+    """Builds the encoder from a `configs/model.py` config (`trunk`, `neck`, `scalp`, `compute_dtype`, `kernels`).
 
     `kwargs` go to the constructor (e.g. `name`).
     """
@@ -92,7 +94,8 @@ class ImageEncoder(nn.Module):
                   global_att_blocks=tuple(t.global_att_blocks), window_spec=tuple(t.window_spec),
                   window_pos_embed_bkg_spatial_size=tuple(t.window_pos_embed_bkg_spatial_size),
                   q_pool=t.q_pool, q_stride=tuple(t.q_stride), dim_mul=t.dim_mul, head_mul=t.head_mul,
-                  drop_path_rate=t.drop_path_rate, dtype=dtype, parent=None)
+                  drop_path_rate=t.drop_path_rate, dtype=dtype, kernels=config.kernels, parent=None)
     neck = FpnNeck(backbone_channel_list=tuple(nk.backbone_channel_list), d_model=nk.d_model,
-                   fpn_top_down_levels=tuple(nk.fpn_top_down_levels), dtype=dtype, parent=None)
+                   fpn_top_down_levels=tuple(nk.fpn_top_down_levels), dtype=dtype, kernels=config.kernels,
+                   parent=None)
     return cls(trunk=trunk, neck=neck, scalp=config.scalp, **kwargs)

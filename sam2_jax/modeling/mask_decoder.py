@@ -5,7 +5,7 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from sam2_jax.modeling.layers import Dense, MLP, MatmulConv, PatchConvTranspose, gelu, layer_norm
+from sam2_jax.modeling.layers import Conv, Dense, MLP, PatchConvTranspose, gelu, layer_norm
 from sam2_jax.modeling.transformer import TwoWayTransformer
 
 Dtype = Any
@@ -30,6 +30,7 @@ class MaskDecoder(nn.Module):
   pred_obj_scores_mlp: bool = True
   use_multimask_token_for_obj_ptr: bool = True
   dtype: Dtype = jnp.float32
+  kernels: str = "auto"
 
   @property
   def num_mask_tokens(self) -> int:
@@ -37,32 +38,33 @@ class MaskDecoder(nn.Module):
 
   def setup(self):
     dim = self.transformer_dim
-    self.transformer = TwoWayTransformer(depth=2, embedding_dim=dim, num_heads=8, mlp_dim=2048, dtype=self.dtype)
+    kw = dict(dtype=self.dtype, kernels=self.kernels)
+    self.transformer = TwoWayTransformer(depth=2, embedding_dim=dim, num_heads=8, mlp_dim=2048, **kw)
     self.iou_token = nn.Embed(1, dim)
     self.mask_tokens = nn.Embed(self.num_mask_tokens, dim)
     if self.pred_obj_scores:
       self.obj_score_token = nn.Embed(1, dim)
     # Non-module entries keep their index, so the params are output_upscaling_{0,1,3} as in torch.
     self.output_upscaling = [
-        PatchConvTranspose(dim // 4, 2, dtype=self.dtype),
+        PatchConvTranspose(dim // 4, 2, **kw),
         layer_norm(1e-6),
         gelu,
-        PatchConvTranspose(dim // 8, 2, dtype=self.dtype),
+        PatchConvTranspose(dim // 8, 2, **kw),
         gelu,
     ]
     if self.use_high_res_features:
-      self.conv_s0 = MatmulConv(dim // 8, dtype=self.dtype)
-      self.conv_s1 = MatmulConv(dim // 4, dtype=self.dtype)
+      self.conv_s0 = Conv(dim // 8, **kw)
+      self.conv_s1 = Conv(dim // 4, **kw)
     self.output_hypernetworks_mlps = [
-        MLP(dim, dim // 8, num_layers=3, dtype=self.dtype) for _ in range(self.num_mask_tokens)
+        MLP(dim, dim // 8, num_layers=3, **kw) for _ in range(self.num_mask_tokens)
     ]
     self.iou_prediction_head = MLP(self.iou_head_hidden_dim, self.num_mask_tokens, num_layers=self.iou_head_depth,
-                                   sigmoid_output=self.iou_prediction_use_sigmoid, dtype=self.dtype)
+                                   sigmoid_output=self.iou_prediction_use_sigmoid, **kw)
     if self.pred_obj_scores:
       if self.pred_obj_scores_mlp:
-        self.pred_obj_score_head = MLP(dim, 1, num_layers=3, dtype=self.dtype)
+        self.pred_obj_score_head = MLP(dim, 1, num_layers=3, **kw)
       else:
-        self.pred_obj_score_head = Dense(1, dtype=self.dtype)
+        self.pred_obj_score_head = Dense(1, **kw)
 
   def project_high_res_features(self, fpn0: jnp.ndarray, fpn1: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
     """1x1 projections of the two highest-resolution FPN levels, (B, 4h, 4w, C) and (B, 2h, 2w, C),

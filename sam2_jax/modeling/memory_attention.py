@@ -13,6 +13,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
+from sam2_jax.modeling import kernels
 from sam2_jax.modeling.layers import Dense, layer_norm
 from sam2_jax.modeling.position_encoding import apply_rope, axial_rope_angles
 
@@ -25,6 +26,7 @@ class RoPEAttention(nn.Module):
   The queries form a square grid of side sqrt(N). With `rope_k_repeat` (cross-attention to
   memories) the keys' angles are the queries' angles tiled once per memory frame; the last
   `num_k_exclude_rope` keys (object pointers) are not rotated. Key/value input width is inferred.
+  Attention goes through `kernels.attention`, except with dropout on its weights (training).
   """
   embedding_dim: int = 256
   num_heads: int = 1
@@ -33,6 +35,7 @@ class RoPEAttention(nn.Module):
   rope_theta: float = 10000.0
   rope_k_repeat: bool = False
   dtype: Dtype = jnp.float32
+  kernels: str = "auto"
 
   @nn.compact
   def __call__(self, q: jnp.ndarray, k: jnp.ndarray, v: jnp.ndarray, num_k_exclude_rope: int = 0,
@@ -46,9 +49,10 @@ class RoPEAttention(nn.Module):
     def heads(x):  # (B, L, C) -> (B, heads, L, head_dim)
       return x.reshape(*x.shape[:2], self.num_heads, head_dim).transpose(0, 2, 1, 3)
 
-    q = heads(Dense(internal_dim, dtype=self.dtype, name="q_proj")(q))
-    k = heads(Dense(internal_dim, dtype=self.dtype, name="k_proj")(k))
-    v = heads(Dense(internal_dim, dtype=self.dtype, name="v_proj")(v))
+    kw = dict(dtype=self.dtype, kernels=self.kernels)
+    q = heads(Dense(internal_dim, **kw, name="q_proj")(q))
+    k = heads(Dense(internal_dim, **kw, name="k_proj")(k))
+    v = heads(Dense(internal_dim, **kw, name="v_proj")(v))
 
     n, m = q.shape[2], k.shape[2]
     side = math.isqrt(n)
@@ -64,14 +68,16 @@ class RoPEAttention(nn.Module):
     k_rot = apply_rope(k[:, :, :num_k_rope], np.tile(angles, (num_k_rope // n, 1)))
     k = jnp.concatenate([k_rot, k[:, :, num_k_rope:]], axis=2)
 
-    logits = jnp.einsum("bhnd,bhmd->bhnm", q, k, preferred_element_type=jnp.float32) / math.sqrt(head_dim)
-    if key_mask is not None:
-      logits = jnp.where(key_mask[:, None, None, :], logits, jnp.finfo(jnp.float32).min)
-    weights = nn.softmax(logits, axis=-1)
-    weights = nn.Dropout(self.dropout)(weights, deterministic=deterministic).astype(v.dtype)
-    out = jnp.einsum("bhnm,bhmd->bhnd", weights, v)
-    out = out.transpose(0, 2, 1, 3).reshape(out.shape[0], n, internal_dim)
-    return Dense(self.embedding_dim, dtype=self.dtype, name="out_proj")(out)
+    if deterministic or self.dropout == 0.0:
+      out = kernels.attention(*(x.transpose(0, 2, 1, 3) for x in (q, k, v)), self.kernels, key_mask=key_mask)
+    else:
+      logits = jnp.einsum("bhnd,bhmd->bhnm", q, k, preferred_element_type=jnp.float32) / math.sqrt(head_dim)
+      if key_mask is not None:
+        logits = jnp.where(key_mask[:, None, None, :], logits, jnp.finfo(jnp.float32).min)
+      weights = nn.softmax(logits, axis=-1)
+      weights = nn.Dropout(self.dropout)(weights, deterministic=False).astype(v.dtype)
+      out = jnp.einsum("bhnm,bhmd->bhnd", weights, v).transpose(0, 2, 1, 3)
+    return Dense(self.embedding_dim, **kw, name="out_proj")(out.reshape(out.shape[0], n, internal_dim))
 
 
 class MemoryAttentionLayer(nn.Module):
@@ -85,6 +91,7 @@ class MemoryAttentionLayer(nn.Module):
   dropout: float = 0.1
   rope_theta: float = 10000.0
   dtype: Dtype = jnp.float32
+  kernels: str = "auto"
 
   @nn.compact
   def __call__(self, tgt: jnp.ndarray, memory: jnp.ndarray, pos: jnp.ndarray, num_k_exclude_rope: int = 0,
@@ -92,7 +99,7 @@ class MemoryAttentionLayer(nn.Module):
     """tgt (B, N, d_model), memory and pos (B, M, C_mem), memory_mask (B, M) bool -> (B, N, d_model)."""
     def attention(name, rope_k_repeat):
       return RoPEAttention(self.d_model, num_heads=1, dropout=self.dropout, rope_theta=self.rope_theta,
-                           rope_k_repeat=rope_k_repeat, dtype=self.dtype, name=name)
+                           rope_k_repeat=rope_k_repeat, dtype=self.dtype, kernels=self.kernels, name=name)
 
     def dropout(x):
       return nn.Dropout(self.dropout)(x, deterministic=deterministic)
@@ -106,8 +113,8 @@ class MemoryAttentionLayer(nn.Module):
     tgt = tgt + dropout(x)
 
     x = layer_norm(1e-5, name="norm3")(tgt).astype(tgt.dtype)
-    x = nn.relu(Dense(self.dim_feedforward, dtype=self.dtype, name="linear1")(x))
-    x = Dense(self.d_model, dtype=self.dtype, name="linear2")(dropout(x))
+    x = nn.relu(Dense(self.dim_feedforward, dtype=self.dtype, kernels=self.kernels, name="linear1")(x))
+    x = Dense(self.d_model, dtype=self.dtype, kernels=self.kernels, name="linear2")(dropout(x))
     return tgt + dropout(x)
 
 
@@ -120,6 +127,7 @@ class MemoryAttention(nn.Module):
   dropout: float = 0.1
   rope_theta: float = 10000.0
   dtype: Dtype = jnp.float32
+  kernels: str = "auto"
 
   @nn.compact
   def __call__(self, curr: jnp.ndarray, memory: jnp.ndarray, curr_pos: jnp.ndarray, memory_pos: jnp.ndarray,
@@ -146,7 +154,7 @@ class MemoryAttention(nn.Module):
     x = curr + 0.1 * curr_pos
     for i in range(self.num_layers):
       x = MemoryAttentionLayer(self.d_model, self.dim_feedforward, self.dropout, self.rope_theta,
-                               dtype=self.dtype, name=f"layers_{i}")(
+                               dtype=self.dtype, kernels=self.kernels, name=f"layers_{i}")(
                                    x, memory, memory_pos, num_k_exclude_rope=num_obj_ptr_tokens,
                                    memory_mask=memory_mask, deterministic=deterministic)
     return layer_norm(1e-5, name="norm")(x).astype(x.dtype)

@@ -7,7 +7,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from sam2_jax.modeling.layers import Dense, DepthwiseConv, MatmulConv, gelu, layer_norm
+from sam2_jax.modeling.layers import Conv, Dense, DepthwiseConv, gelu, layer_norm
 from sam2_jax.modeling.position_encoding import sine_pe_2d
 
 Dtype = Any
@@ -26,6 +26,7 @@ class MaskDownSampler(nn.Module):
   padding: int = 1
   total_stride: int = 16
   dtype: Dtype = jnp.float32
+  kernels: str = "auto"
 
   @nn.compact
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
@@ -36,11 +37,11 @@ class MaskDownSampler(nn.Module):
     channels = x.shape[-1]
     for i in range(num_layers):
       channels *= self.stride ** 2
-      x = MatmulConv(channels, self.kernel_size, self.stride, self.padding, dtype=self.dtype,
-                     name=f"encoder_{3 * i}")(x)
+      x = Conv(channels, self.kernel_size, self.stride, self.padding, dtype=self.dtype, kernels=self.kernels,
+               name=f"encoder_{3 * i}")(x)
       x = layer_norm(1e-6, name=f"encoder_{3 * i + 1}")(x).astype(x.dtype)
       x = gelu(x)
-    return MatmulConv(self.embed_dim, dtype=self.dtype, name=f"encoder_{3 * num_layers}")(x)
+    return Conv(self.embed_dim, dtype=self.dtype, kernels=self.kernels, name=f"encoder_{3 * num_layers}")(x)
 
 
 class CXBlock(nn.Module):
@@ -49,15 +50,16 @@ class CXBlock(nn.Module):
   kernel_size: int = 7  # "same" padding (the official padding 3)
   layer_scale_init_value: float = 1e-6
   dtype: Dtype = jnp.float32
+  kernels: str = "auto"
 
   @nn.compact
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
     """(B, H, W, dim) -> (B, H, W, dim)."""
-    y = DepthwiseConv(self.kernel_size, dtype=self.dtype, name="dwconv")(x)
+    y = DepthwiseConv(self.kernel_size, dtype=self.dtype, kernels=self.kernels, name="dwconv")(x)
     y = layer_norm(1e-6, name="norm")(y).astype(y.dtype)
-    y = Dense(4 * self.dim, dtype=self.dtype, name="pwconv1")(y)
+    y = Dense(4 * self.dim, dtype=self.dtype, kernels=self.kernels, name="pwconv1")(y)
     y = gelu(y)
-    y = Dense(self.dim, dtype=self.dtype, name="pwconv2")(y)
+    y = Dense(self.dim, dtype=self.dtype, kernels=self.kernels, name="pwconv2")(y)
     gamma = self.param("gamma", nn.initializers.constant(self.layer_scale_init_value), (self.dim,))
     return x + gamma.astype(y.dtype) * y
 
@@ -67,12 +69,13 @@ class Fuser(nn.Module):
   dim: int = 256
   num_layers: int = 2
   dtype: Dtype = jnp.float32
+  kernels: str = "auto"
 
   @nn.compact
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
     """(B, H, W, dim) -> (B, H, W, dim)."""
     for i in range(self.num_layers):
-      x = CXBlock(self.dim, dtype=self.dtype, name=f"layers_{i}")(x)
+      x = CXBlock(self.dim, dtype=self.dtype, kernels=self.kernels, name=f"layers_{i}")(x)
     return x
 
 
@@ -81,6 +84,7 @@ class MemoryEncoder(nn.Module):
   out_dim: int = 64
   in_dim: int = 256
   dtype: Dtype = jnp.float32
+  kernels: str = "auto"
 
   @nn.compact
   def __call__(self, pix_feat: jnp.ndarray, masks: jnp.ndarray,
@@ -98,12 +102,13 @@ class MemoryEncoder(nn.Module):
     """
     if not skip_mask_sigmoid:
       masks = jax.nn.sigmoid(masks)
-    masks = MaskDownSampler(self.in_dim, dtype=self.dtype, name="mask_downsampler")(masks)
-    x = MatmulConv(self.in_dim, dtype=self.dtype, name="pix_feat_proj")(pix_feat)
+    kw = dict(dtype=self.dtype, kernels=self.kernels)
+    masks = MaskDownSampler(self.in_dim, **kw, name="mask_downsampler")(masks)
+    x = Conv(self.in_dim, **kw, name="pix_feat_proj")(pix_feat)
     x = x + masks
-    x = Fuser(self.in_dim, dtype=self.dtype, name="fuser")(x)
+    x = Fuser(self.in_dim, **kw, name="fuser")(x)
     if self.out_dim != self.in_dim:
-      x = MatmulConv(self.out_dim, dtype=self.dtype, name="out_proj")(x)
+      x = Conv(self.out_dim, **kw, name="out_proj")(x)
     b, h, w, _ = x.shape
     pos = jnp.broadcast_to(jnp.asarray(sine_pe_2d(h, w, self.out_dim), x.dtype), (b, h, w, self.out_dim))
     return {"vision_features": x, "vision_pos_enc": [pos]}

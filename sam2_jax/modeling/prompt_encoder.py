@@ -5,7 +5,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from sam2_jax.modeling.layers import MatmulConv, gelu, layer_norm
+from sam2_jax.modeling.layers import Conv, gelu, layer_norm
 from sam2_jax.modeling.position_encoding import PositionEmbeddingRandom
 
 Dtype = Any
@@ -24,6 +24,7 @@ class PromptEncoder(nn.Module):
   input_image_size: tuple[int, int] = (1024, 1024)
   mask_in_chans: int = 16
   dtype: Dtype = jnp.float32
+  kernels: str = "auto"
 
   def setup(self):
     self.pe_layer = PositionEmbeddingRandom(self.embed_dim // 2)
@@ -31,14 +32,15 @@ class PromptEncoder(nn.Module):
     self.not_a_point_embed = nn.Embed(1, self.embed_dim)
     self.no_mask_embed = nn.Embed(1, self.embed_dim)
     # Non-module entries keep their index, so the params are mask_downscaling_{0,1,3,4,6} as in torch.
+    kw = dict(dtype=self.dtype, kernels=self.kernels)
     self.mask_downscaling = [
-        MatmulConv(self.mask_in_chans // 4, 2, 2, dtype=self.dtype),
+        Conv(self.mask_in_chans // 4, 2, 2, **kw),
         layer_norm(1e-6),
         gelu,
-        MatmulConv(self.mask_in_chans, 2, 2, dtype=self.dtype),
+        Conv(self.mask_in_chans, 2, 2, **kw),
         layer_norm(1e-6),
         gelu,
-        MatmulConv(self.embed_dim, dtype=self.dtype),
+        Conv(self.embed_dim, **kw),
     ]
 
   @property

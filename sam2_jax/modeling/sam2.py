@@ -13,7 +13,8 @@ import jax.numpy as jnp
 import ml_collections
 
 from sam2_jax.modeling.image_encoder import ImageEncoder
-from sam2_jax.modeling.layers import Dense, MLP, MatmulConv
+from sam2_jax.modeling import kernels
+from sam2_jax.modeling.layers import Conv, Dense, MLP
 from sam2_jax.modeling.mask_decoder import MaskDecoder
 from sam2_jax.modeling.memory_attention import MemoryAttention
 from sam2_jax.modeling.memory_encoder import MemoryEncoder
@@ -41,25 +42,27 @@ class SAM2(nn.Module):
 
   def setup(self):
     c = self.config
+    kernels.resolve(c.kernels)  # an unknown setting fails here, before anything is traced
     dtype = jnp.dtype(c.compute_dtype)
+    kw = dict(dtype=dtype, kernels=c.kernels)
     self.image_encoder = ImageEncoder.from_config(c, dtype=dtype)
     self.memory_attention = MemoryAttention(
         d_model=c.memory_attention.d_model, num_layers=c.memory_attention.num_layers,
         dim_feedforward=c.memory_attention.dim_feedforward, kv_in_dim=c.memory_attention.kv_in_dim,
-        rope_theta=c.memory_attention.rope_theta, dropout=c.memory_attention.dropout, dtype=dtype)
-    self.memory_encoder = MemoryEncoder(out_dim=c.mem_dim, in_dim=HIDDEN_DIM, dtype=dtype)
+        rope_theta=c.memory_attention.rope_theta, dropout=c.memory_attention.dropout, **kw)
+    self.memory_encoder = MemoryEncoder(out_dim=c.mem_dim, in_dim=HIDDEN_DIM, **kw)
     self.sam_prompt_encoder = PromptEncoder(
         embed_dim=HIDDEN_DIM, image_embedding_size=(self.embedding_size, self.embedding_size),
-        input_image_size=(c.image_size, c.image_size), mask_in_chans=16, dtype=dtype)
+        input_image_size=(c.image_size, c.image_size), mask_in_chans=16, **kw)
     self.sam_mask_decoder = MaskDecoder(
         transformer_dim=HIDDEN_DIM,
         dynamic_multimask_via_stability=c.dynamic_multimask_via_stability,
         dynamic_multimask_stability_delta=c.dynamic_multimask_stability_delta,
-        dynamic_multimask_stability_thresh=c.dynamic_multimask_stability_thresh, dtype=dtype)
-    self.obj_ptr_proj = MLP(HIDDEN_DIM, HIDDEN_DIM, 3, dtype=dtype)
+        dynamic_multimask_stability_thresh=c.dynamic_multimask_stability_thresh, **kw)
+    self.obj_ptr_proj = MLP(HIDDEN_DIM, HIDDEN_DIM, 3, **kw)
     if c.proj_tpos_enc_in_obj_ptrs:
-      self.obj_ptr_tpos_proj = Dense(c.mem_dim, dtype=dtype)
-    self.mask_downsample = MatmulConv(1, 4, 4, dtype=dtype)
+      self.obj_ptr_tpos_proj = Dense(c.mem_dim, **kw)
+    self.mask_downsample = Conv(1, 4, 4, **kw)
     init = nn.initializers.normal(0.02)  # torch's trunc_normal_(std=0.02) cuts at +-2, i.e. 100 std
     self.maskmem_tpos_enc = self.param("maskmem_tpos_enc", init, (c.num_maskmem, 1, 1, c.mem_dim))
     self.no_mem_embed = self.param("no_mem_embed", init, (1, 1, HIDDEN_DIM))

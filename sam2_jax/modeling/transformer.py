@@ -3,9 +3,9 @@
 from typing import Any
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
+from sam2_jax.modeling import kernels
 from sam2_jax.modeling.layers import Dense, MLP, layer_norm
 
 Dtype = Any
@@ -19,15 +19,16 @@ class Attention(nn.Module):
   num_heads: int
   downsample_rate: int = 1
   dtype: Dtype = jnp.float32
+  kernels: str = "auto"
 
   def setup(self):
     internal_dim = self.embedding_dim // self.downsample_rate
     if internal_dim % self.num_heads:
       raise ValueError(f"num_heads={self.num_heads} must divide the internal dim {internal_dim}.")
-    self.q_proj = Dense(internal_dim, dtype=self.dtype)
-    self.k_proj = Dense(internal_dim, dtype=self.dtype)
-    self.v_proj = Dense(internal_dim, dtype=self.dtype)
-    self.out_proj = Dense(self.embedding_dim, dtype=self.dtype)
+    self.q_proj = Dense(internal_dim, dtype=self.dtype, kernels=self.kernels)
+    self.k_proj = Dense(internal_dim, dtype=self.dtype, kernels=self.kernels)
+    self.v_proj = Dense(internal_dim, dtype=self.dtype, kernels=self.kernels)
+    self.out_proj = Dense(self.embedding_dim, dtype=self.dtype, kernels=self.kernels)
 
   def _split_heads(self, x: jnp.ndarray) -> jnp.ndarray:
     return x.reshape(*x.shape[:-1], self.num_heads, x.shape[-1] // self.num_heads)
@@ -38,8 +39,7 @@ class Attention(nn.Module):
     q = self._split_heads(self.q_proj(q))
     k = self._split_heads(self.k_proj(k))
     v = self._split_heads(self.v_proj(v))
-    mask = None if key_mask is None else key_mask[:, None, None, :]
-    out = jax.nn.dot_product_attention(q, k, v, mask=mask)
+    out = kernels.attention(q, k, v, self.kernels, key_mask=key_mask)
     return self.out_proj(out.reshape(*out.shape[:-2], -1))
 
 
@@ -51,17 +51,19 @@ class TwoWayAttentionBlock(nn.Module):
   attention_downsample_rate: int = 2
   skip_first_layer_pe: bool = False
   dtype: Dtype = jnp.float32
+  kernels: str = "auto"
 
   def setup(self):
     dim, heads, rate = self.embedding_dim, self.num_heads, self.attention_downsample_rate
-    self.self_attn = Attention(dim, heads, dtype=self.dtype)
+    kw = dict(dtype=self.dtype, kernels=self.kernels)
+    self.self_attn = Attention(dim, heads, **kw)
     self.norm1 = layer_norm(LAYER_NORM_EPS)
-    self.cross_attn_token_to_image = Attention(dim, heads, downsample_rate=rate, dtype=self.dtype)
+    self.cross_attn_token_to_image = Attention(dim, heads, downsample_rate=rate, **kw)
     self.norm2 = layer_norm(LAYER_NORM_EPS)
-    self.mlp = MLP(self.mlp_dim, dim, num_layers=2, activation=nn.relu, dtype=self.dtype)
+    self.mlp = MLP(self.mlp_dim, dim, num_layers=2, activation=nn.relu, **kw)
     self.norm3 = layer_norm(LAYER_NORM_EPS)
     self.norm4 = layer_norm(LAYER_NORM_EPS)
-    self.cross_attn_image_to_token = Attention(dim, heads, downsample_rate=rate, dtype=self.dtype)
+    self.cross_attn_image_to_token = Attention(dim, heads, downsample_rate=rate, **kw)
 
   def __call__(self, queries: jnp.ndarray, keys: jnp.ndarray, query_pe: jnp.ndarray,
                key_pe: jnp.ndarray, token_mask: jnp.ndarray | None = None) -> tuple[jnp.ndarray, jnp.ndarray]:
@@ -91,15 +93,17 @@ class TwoWayTransformer(nn.Module):
   mlp_dim: int = 2048
   attention_downsample_rate: int = 2
   dtype: Dtype = jnp.float32
+  kernels: str = "auto"
 
   def setup(self):
     self.layers = [
         TwoWayAttentionBlock(self.embedding_dim, self.num_heads, self.mlp_dim, self.attention_downsample_rate,
-                             skip_first_layer_pe=i == 0, dtype=self.dtype)
+                             skip_first_layer_pe=i == 0, dtype=self.dtype, kernels=self.kernels)
         for i in range(self.depth)
     ]
     self.final_attn_token_to_image = Attention(self.embedding_dim, self.num_heads,
-                                               downsample_rate=self.attention_downsample_rate, dtype=self.dtype)
+                                               downsample_rate=self.attention_downsample_rate, dtype=self.dtype,
+                                               kernels=self.kernels)
     self.norm_final_attn = layer_norm(LAYER_NORM_EPS)
 
   def __call__(self, image_embedding: jnp.ndarray, image_pe: jnp.ndarray, point_embedding: jnp.ndarray,
