@@ -24,7 +24,13 @@ def test_bicubic_matrix_matches_torch(in_size, out_size):
   assert np.max(np.abs(ours - expected)) <= 1e-6
 
 
-def _run_both(name: str, image_size: int, batch: int):
+def _encoder(name: str, kernels: str) -> ImageEncoder:
+  config = get_config(name)
+  config.kernels = kernels
+  return ImageEncoder.from_config(config)
+
+
+def _run_both(name: str, image_size: int, batch: int, kernels: str):
   model, sd = build_official(name, image_size)
   official_trunk = []
   hook = model.image_encoder.trunk.register_forward_hook(lambda m, i, o: official_trunk.extend(o))
@@ -35,7 +41,7 @@ def _run_both(name: str, image_size: int, batch: int):
   finally:
     hook.remove()
 
-  encoder = ImageEncoder.from_config(get_config(name))
+  encoder = _encoder(name, kernels)
   abstract = jax.eval_shape(encoder.init, jax.random.PRNGKey(0), x)
   params = state_dict_to_params(sd, abstract["params"], prefix="image_encoder.")
   ours, state = jax.jit(lambda p, x: encoder.apply(
@@ -44,14 +50,16 @@ def _run_both(name: str, image_size: int, batch: int):
   return ours, ours_trunk, official, official_trunk
 
 
-@pytest.mark.parametrize("name,image_size,batch", [
-    ("sam2.1_hiera_t", 1024, 1),
-    ("sam2.1_hiera_t", 512, 1),
-    ("sam2.1_hiera_b+", 512, 1),
-    ("sam2_hiera_s", 256, 2),
+# Both kernel sets; the XLA set (slower on this CPU) on the smallest case.
+@pytest.mark.parametrize("name,image_size,batch,kernels", [
+    ("sam2.1_hiera_t", 1024, 1, "cpu"),
+    ("sam2.1_hiera_t", 512, 1, "cpu"),
+    ("sam2.1_hiera_b+", 512, 1, "cpu"),
+    ("sam2_hiera_s", 256, 2, "cpu"),
+    ("sam2_hiera_s", 256, 2, "xla"),
 ])
-def test_image_encoder_parity(name, image_size, batch):
-  ours, ours_trunk, official, official_trunk = _run_both(name, image_size, batch)
+def test_image_encoder_parity(name, image_size, batch, kernels):
+  ours, ours_trunk, official, official_trunk = _run_both(name, image_size, batch, kernels)
   assert len(ours_trunk) == len(official_trunk) == 4
   for stage, (a, e) in enumerate(zip(ours_trunk, official_trunk)):
     assert rel_err(nchw(a), e.numpy()) <= TOL, f"trunk stage {stage}"
@@ -63,9 +71,9 @@ def test_image_encoder_parity(name, image_size, batch):
   assert ours["vision_features"].shape == (batch, image_size // 16, image_size // 16, 256)
 
 
-def test_image_encoder_gradient_parity():
-  """Parameter gradients of a random linear function of the outputs equal the official autograd's."""
-  name, image_size = "sam2.1_hiera_t", 128
+@functools.lru_cache(maxsize=None)
+def _official_gradients(name: str, image_size: int):
+  """Input, output weights and the official parameter gradients of a random linear function of the outputs."""
   model, sd = build_official(name, image_size)
   x = np.random.default_rng(2).standard_normal((2, image_size, image_size, 3)).astype(np.float32)
   official = model.image_encoder
@@ -74,10 +82,18 @@ def test_image_encoder_gradient_parity():
   maps = [out["vision_features"], *out["backbone_fpn"]]
   weights = [np.random.default_rng(3 + i).standard_normal(tuple(m.shape)).astype(np.float32) for i, m in enumerate(maps)]
   sum((m * to_torch(w)).sum() for m, w in zip(maps, weights)).backward()
-  grads = {k: (p.grad if p.grad is not None else torch.zeros_like(p)) for k, p in official.named_parameters()}
+  grads = {k: (p.grad if p.grad is not None else torch.zeros_like(p)).numpy().copy()
+           for k, p in official.named_parameters()}
   official.zero_grad(set_to_none=True)
+  return sd, x, weights, grads
 
-  encoder = ImageEncoder.from_config(get_config(name))
+
+@pytest.mark.parametrize("kernels", ["cpu", "xla"])
+def test_image_encoder_gradient_parity(kernels):
+  """Parameter gradients of a random linear function of the outputs equal the official autograd's."""
+  name = "sam2.1_hiera_t"
+  sd, x, weights, grads = _official_gradients(name, 128)
+  encoder = _encoder(name, kernels)
   abstract = jax.eval_shape(encoder.init, jax.random.PRNGKey(0), x)["params"]
   params = state_dict_to_params(sd, abstract, prefix="image_encoder.")
   expected = state_dict_to_params(grads, abstract)

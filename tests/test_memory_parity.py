@@ -28,8 +28,10 @@ def _seq_first(x: np.ndarray):
   return to_torch(np.transpose(x, (1, 0, 2)))
 
 
-@pytest.mark.parametrize("image_size,skip_mask_sigmoid", [(512, False), (512, True), (1024, False)])
-def test_memory_encoder(image_size, skip_mask_sigmoid):
+# Both kernel sets; the XLA set (slower on this CPU) at 512.
+@pytest.mark.parametrize("image_size,skip_mask_sigmoid,kernels",
+                         [(512, False, "cpu"), (512, True, "cpu"), (1024, False, "cpu"), (512, False, "xla")])
+def test_memory_encoder(image_size, skip_mask_sigmoid, kernels):
   model, sd = build_official(NAME, image_size)
   side = image_size // 16
   rng = np.random.default_rng(1)
@@ -38,7 +40,7 @@ def test_memory_encoder(image_size, skip_mask_sigmoid):
   if skip_mask_sigmoid:
     masks = (masks > 0).astype(np.float32)
 
-  module = MemoryEncoder()
+  module = MemoryEncoder(kernels=kernels)
   params = _params(module, sd, "memory_encoder.", pix_feat, masks, skip_mask_sigmoid=skip_mask_sigmoid)
   ours = jax.jit(module.apply, static_argnums=3)({"params": params}, pix_feat, masks, skip_mask_sigmoid)
   with torch.no_grad():
@@ -66,14 +68,15 @@ def _memory_attention_inputs(rng, batch, n, num_frames, num_ptr_tokens):
           rng.standard_normal((batch, m, 64), dtype=np.float32))
 
 
-@pytest.mark.parametrize("image_size,num_frames", [(512, 3), (1024, 2)])
-def test_memory_attention(image_size, num_frames):
+# At 1024 the CPU set attends over chunks of queries, at 512 over all of them at once.
+@pytest.mark.parametrize("image_size,num_frames,kernels", [(512, 3, "cpu"), (1024, 2, "cpu"), (512, 3, "xla")])
+def test_memory_attention(image_size, num_frames, kernels):
   model, sd = build_official(NAME, image_size)
   n = (image_size // 16) ** 2
   num_ptr = 8
   curr, memory, curr_pos, memory_pos = _memory_attention_inputs(np.random.default_rng(2), 1, n, num_frames, num_ptr)
 
-  module = MemoryAttention()
+  module = MemoryAttention(kernels=kernels)
   params = _params(module, sd, "memory_attention.", curr, memory, curr_pos, memory_pos,
                    num_obj_ptr_tokens=num_ptr)
   ours = jax.jit(module.apply, static_argnums=5)({"params": params}, curr, memory, curr_pos, memory_pos, num_ptr)
@@ -82,7 +85,8 @@ def test_memory_attention(image_size, num_frames):
   assert rel_err(ours, official) <= TOL
 
 
-def test_memory_attention_masked_slots():
+@pytest.mark.parametrize("kernels", ["cpu", "xla"])
+def test_memory_attention_masked_slots(kernels):
   """Masked frames and pointer tokens of a fixed-shape bank count as absent, per batch element."""
   model, sd = build_official(NAME, 512)
   n, num_frames, num_ptr = 32 * 32, 4, 16
@@ -93,7 +97,7 @@ def test_memory_attention_masked_slots():
   ptr_valid[1, [1, 10, 11, 15]] = False  # single tokens
   memory_mask = np.concatenate([np.repeat(frame_valid, n, axis=1), ptr_valid], axis=1)
 
-  module = MemoryAttention()
+  module = MemoryAttention(kernels=kernels)
   params = _params(module, sd, "memory_attention.", curr, memory, curr_pos, memory_pos, num_obj_ptr_tokens=num_ptr)
   apply = jax.jit(module.apply, static_argnums=5)
   ours = apply({"params": params}, curr, memory, curr_pos, memory_pos, num_ptr, memory_mask)

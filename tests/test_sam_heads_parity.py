@@ -24,13 +24,14 @@ def _np(t) -> np.ndarray:
 class Heads:
   """Our prompt encoder and mask decoder with the official model's (perturbed) weights."""
 
-  def __init__(self, image_size: int, apply_postprocessing: bool):
+  def __init__(self, image_size: int, apply_postprocessing: bool, kernels: str):
     self.official, sd = build_official(NAME, image_size, apply_postprocessing=apply_postprocessing)
     self.h = image_size // 16
-    self.pe = PromptEncoder(image_embedding_size=(self.h, self.h), input_image_size=(image_size, image_size))
+    self.pe = PromptEncoder(image_embedding_size=(self.h, self.h), input_image_size=(image_size, image_size),
+                            kernels=kernels)
     abstract = jax.eval_shape(self.pe.init, jax.random.PRNGKey(0), None, None, None)
     self.pe_params = {"params": state_dict_to_params(sd, abstract["params"], prefix="sam_prompt_encoder.")}
-    self.md = MaskDecoder(dynamic_multimask_via_stability=apply_postprocessing)
+    self.md = MaskDecoder(dynamic_multimask_via_stability=apply_postprocessing, kernels=kernels)
     h, c = self.h, 256
     init = functools.partial(self.md.init, multimask_output=False, repeat_image=False)
     abstract = jax.eval_shape(init, jax.random.PRNGKey(0), jnp.zeros((1, h, h, c)), jnp.zeros((h, h, c)),
@@ -44,8 +45,8 @@ class Heads:
 
 
 @functools.lru_cache(maxsize=None)
-def heads(image_size: int, apply_postprocessing: bool) -> Heads:
-  return Heads(image_size, apply_postprocessing)
+def heads(image_size: int, apply_postprocessing: bool, kernels: str = "cpu") -> Heads:
+  return Heads(image_size, apply_postprocessing, kernels)
 
 
 def _points(rng, b, n, image_size, labels):
@@ -119,9 +120,10 @@ def _decoder_inputs(rng, b_image, b_prompt, h, n_tokens=3, sharp=()):
 PROMPT_CASES = ["points", "box_and_points", "box", "mask_and_points", "mask", "none"]
 
 
-@pytest.mark.parametrize("case", PROMPT_CASES)
-def test_prompt_encoder(case):
-  hd = heads(512, True)
+# Both kernel sets; the XLA set (convolutions only in the mask path) on the case that uses most of the encoder.
+@pytest.mark.parametrize("case,kernels", [(case, "cpu") for case in PROMPT_CASES] + [("mask_and_points", "xla")])
+def test_prompt_encoder(case, kernels):
+  hd = heads(512, True, kernels)
   rng = np.random.default_rng(PROMPT_CASES.index(case))
   b, size = 2, 512
   points = boxes = masks = None
@@ -142,10 +144,13 @@ def test_prompt_encoder(case):
   assert dense.shape == (expected_b, hd.h, hd.h, 256)
 
 
-@pytest.mark.parametrize("apply_postprocessing", [True, False], ids=["dynamic", "static"])
-@pytest.mark.parametrize("multimask_output", [True, False], ids=["multimask", "single"])
-def test_mask_decoder(apply_postprocessing, multimask_output):
-  hd = heads(512, apply_postprocessing)
+# Both kernel sets; the XLA set on the case that runs most of the decoder (both stability outcomes, training mode).
+@pytest.mark.parametrize("apply_postprocessing,multimask_output,kernels", [
+    pytest.param(post, multi, k, id=f"{'dynamic' if post else 'static'}-{'multimask' if multi else 'single'}-{k}")
+    for post, multi, k in [(True, True, "cpu"), (True, False, "cpu"), (False, True, "cpu"), (False, False, "cpu"),
+                           (True, False, "xla")]])
+def test_mask_decoder(apply_postprocessing, multimask_output, kernels):
+  hd = heads(512, apply_postprocessing, kernels)
   rng = np.random.default_rng(1)
   inputs = _decoder_inputs(rng, 3, 3, hd.h, sharp=(0,))
   _check_decoder(hd, *inputs, multimask_output=multimask_output, repeat_image=False,

@@ -1,0 +1,109 @@
+"""The two kernel sets of `modeling/kernels.py` compute the same functions; the model has the same params with both."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from sam2_jax.build_sam import abstract_params, get_model_config
+from sam2_jax.modeling import kernels
+
+TOL = 1e-5
+valid_keys_first = kernels._valid_keys_first  # pylint: disable=protected-access
+
+
+def _normal(seed, *shape):
+  return jnp.asarray(np.random.default_rng(seed).standard_normal(shape, dtype=np.float32))
+
+
+def _close(a, b, tol=TOL):
+  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+  assert a.shape == b.shape
+  assert np.abs(a - b).max() <= tol * max(np.abs(b).max(), 1e-12)
+
+
+def test_resolve():
+  assert kernels.resolve("auto") == "cpu"  # the tests run on the CPU backend
+  assert kernels.resolve("xla") == "xla" and kernels.resolve("cpu") == "cpu"
+  with pytest.raises(ValueError, match="Unknown kernels 'gpu'; expected one of 'auto', 'xla', 'cpu'"):
+    kernels.resolve("gpu")
+
+
+def test_model_rejects_unknown_kernels():
+  with pytest.raises(ValueError, match="Unknown kernels 'cuda'"):
+    abstract_params(get_model_config("sam2.1_hiera_t", image_size=64, kernels="cuda"))
+
+
+def test_same_params_with_both_sets():
+  shapes = [jax.tree.map(lambda x: (x.shape, x.dtype), abstract_params(
+      get_model_config("sam2.1_hiera_t", image_size=64, kernels=k))) for k in ("cpu", "xla")]
+  assert shapes[0] == shapes[1]
+
+
+@pytest.mark.parametrize("k,stride,padding", [(1, 1, 0), (2, 2, 0), (4, 4, 0), (3, 2, 1), (3, 1, 1)])
+def test_conv(k, stride, padding):
+  x, kernel = _normal(0, 2, 3, 16, 16, 5), _normal(1, k, k, 5, 7)  # two leading dims
+  f = lambda s: lambda x, w: kernels.conv(x, w, stride, padding, s)
+  _close(f("cpu")(x, kernel), f("xla")(x, kernel))
+  grads = [jax.grad(lambda x, w, s=s: (f(s)(x, w) ** 2).sum(), argnums=(0, 1))(x, kernel) for s in ("cpu", "xla")]
+  for a, b in zip(*grads):
+    _close(a, b)
+
+
+def test_depthwise_conv():
+  x, kernel = _normal(0, 2, 9, 11, 6), _normal(1, 7, 7, 1, 6)
+  _close(kernels.depthwise_conv(x, kernel, "cpu"), kernels.depthwise_conv(x, kernel, "xla"))
+
+
+def test_patch_conv_transpose():
+  x, kernel = _normal(0, 2, 5, 6, 8), _normal(1, 2, 2, 4, 8)
+  cpu, xla = kernels.patch_conv_transpose(x, kernel, "cpu"), kernels.patch_conv_transpose(x, kernel, "xla")
+  assert cpu.shape == (2, 10, 12, 4)
+  _close(cpu, xla)
+  # Output pixel (2i + a, 2j + b) is input pixel (i, j) times kernel[a, b].
+  _close(cpu[1, 2 * 3 + 1, 2 * 4], x[1, 3, 4] @ kernel[1, 0].T)
+
+
+def test_dense_and_its_gradient():
+  x, kernel = _normal(0, 3, 4, 5), _normal(1, 5, 6)
+  _close(kernels.dense(x, kernel, "cpu"), kernels.dense(x, kernel, "xla"))
+  grads = [jax.grad(lambda x, w, s=s: jnp.sin(kernels.dense(x, w, s)).sum(), argnums=(0, 1))(x, kernel)
+           for s in ("cpu", "xla")]
+  for a, b in zip(*grads):
+    _close(a, b)
+
+
+@pytest.fixture(scope="module")
+def attention_case():
+  """q, k, v, a key mask, and the attention of each batch element over its valid keys."""
+  # Scores of 2 x 2 x 600 x 1800 float32 take the CPU set's chunked path (3 chunks of 256 queries, the last padded).
+  b, tq, tk, n, d = 2, 600, 1800, 2, 16
+  key_mask = np.ones((b, tk), bool)
+  key_mask[0, 100:900] = False
+  key_mask[1, ::3] = False
+  q, k, v = _normal(0, b, tq, n, d), _normal(1, b, tk, n, d), _normal(2, b, tk, n, d)
+  assert b * n * tq * tk * 4 > kernels._CHUNK_SCORE_BYTES  # pylint: disable=protected-access
+  expected = jnp.concatenate([jax.nn.dot_product_attention(q[i:i + 1], k[i:i + 1, key_mask[i]], v[i:i + 1, key_mask[i]])
+                              for i in range(b)])
+  return q, k, v, jnp.asarray(key_mask), expected
+
+
+@pytest.mark.parametrize("kernel_set", ["cpu", "xla"])
+def test_attention(kernel_set, attention_case):
+  q, k, v, key_mask, expected = attention_case
+  _close(kernels.attention(q, k, v, kernel_set, key_mask=key_mask), expected)
+  _close(kernels.attention(q, k, v, kernel_set), jax.nn.dot_product_attention(q, k, v))
+  # A batch element without any valid key gets a finite result and leaves the others alone.
+  out = kernels.attention(q, k, v, kernel_set, key_mask=key_mask.at[1].set(False))
+  assert np.isfinite(np.asarray(out)).all()
+  _close(out[0], expected[0])
+
+
+def test_valid_keys_first_equals_masking(attention_case):
+  """The fused-attention form of a key mask (valid keys sorted first, cut by length) leaves the masked keys out."""
+  q, k, v, key_mask, expected = attention_case
+  _close(valid_keys_first(q, k, v, key_mask, "xla"), expected)
+  # Gradients reach only the valid keys, as when the masked ones are absent.
+  grad_k = jax.grad(lambda k: valid_keys_first(q, k, v, key_mask, "xla").sum())(k)
+  assert not np.asarray(grad_k)[~np.asarray(key_mask)].any()
+  assert np.isfinite(np.asarray(valid_keys_first(q, k, v, key_mask.at[1].set(False), "xla"))).all()
