@@ -38,9 +38,9 @@ image_results.csv (per object) into --output_dir.
 import os
 import sys
 
-from absl import app
 from absl import flags
 
+from sam2_jax import cli
 from sam2_jax import huge_pages
 from sam2_jax.evaluation import image_inference
 from sam2_jax.evaluation import io as vos_io
@@ -52,8 +52,10 @@ flags.DEFINE_string("data_root", None, "Dataset folder in the DAVIS or SA-V layo
 flags.DEFINE_string("output_dir", None, "Where predicted masks (and results.csv) are written.")
 flags.DEFINE_string("gt_root", None, "Scoring only: ground-truth annotation folder.")
 flags.DEFINE_string("pred_root", None, "Scoring only: prediction folder (same layout as --gt_root).")
-flags.DEFINE_string("config", "sam2.1_hiera_b+", "Model config name.")
-flags.DEFINE_string("checkpoint", None, "Official .pt or converted checkpoint (None: random weights).")
+flags.DEFINE_string("config", None, "Model config name (default: the checkpoint's, or sam2.1_hiera_b+ for "
+                    "random weights).")
+flags.DEFINE_string("checkpoint", None, "Official .pt, converted checkpoint, or train.py workdir or step (None: random "
+                    "weights).")
 flags.DEFINE_integer("image_size", None, "Override of the model's input size.")
 flags.DEFINE_list("videos", None, "Only these videos, predicted and scored (default: every annotated video).")
 flags.DEFINE_float("score_thresh", 0.0, "Mask logit threshold.")
@@ -70,18 +72,7 @@ flags.DEFINE_integer("max_objects_per_image", None, "--task=image: a seeded rand
 flags.DEFINE_integer("num_clicks", 5, "--task=image: simulated clicks per object.")
 flags.DEFINE_bool("image_mask_input", True, "--task=image: feed the previous low-res logits back with each click.")
 FLAGS = flags.FLAGS
-
-
-def make_output_dir(path: str) -> None:
-  """Creates --output_dir (before any model is built); ValueError when it cannot be created or written."""
-  if os.path.exists(path) and not os.path.isdir(path):
-    raise ValueError(f"--output_dir {path!r} is a file, not a directory.")
-  try:
-    os.makedirs(path, exist_ok=True)
-  except OSError as e:
-    raise ValueError(f"cannot create --output_dir {path!r}: {e.strerror or e}.") from e
-  if not os.access(path, os.W_OK | os.X_OK):
-    raise ValueError(f"--output_dir {path!r} is not writable.")
+RANDOM_WEIGHTS_CONFIG = "sam2.1_hiera_b+"
 
 
 def check_flags() -> None:
@@ -92,17 +83,23 @@ def check_flags() -> None:
       raise ValueError(f"--{name} must be at least 1, got {value}.")
 
 
+def model_config_name() -> str | None:
+  """--config, else the checkpoint's own (None), else the random-weights default (with a warning)."""
+  if FLAGS.checkpoint is not None:
+    return FLAGS.config
+  print("warning: no --checkpoint given, the model has random weights", file=sys.stderr)
+  return FLAGS.config or RANDOM_WEIGHTS_CONFIG
+
+
 def run_inference() -> str:
   """Predicts the videos of --data_root (or --videos) into --output_dir; returns the annotation root."""
   from sam2_jax.predictors.video import build_sam2_video_predictor  # pylint: disable=g-import-not-at-top
   layout, frames_dir, ann_root = vos_inference.dataset_layout(FLAGS.data_root)
   vos_inference.check_output_dir(FLAGS.output_dir, frames_dir, ann_root)
   videos = vos_inference.select_videos(frames_dir, ann_root, FLAGS.videos)
-  make_output_dir(FLAGS.output_dir)
+  cli.make_output_dir(FLAGS.output_dir, "output_dir")
   overrides = {} if FLAGS.image_size is None else {"image_size": FLAGS.image_size}
-  if FLAGS.checkpoint is None:
-    print("warning: no --checkpoint given, the model has random weights", file=sys.stderr)
-  predictor = build_sam2_video_predictor(FLAGS.config, FLAGS.checkpoint,
+  predictor = build_sam2_video_predictor(model_config_name(), FLAGS.checkpoint,
                                          apply_postprocessing=bool(FLAGS.apply_postprocessing),
                                          non_overlap_masks=layout == vos_io.DAVIS, **overrides)
   for video in videos:
@@ -129,21 +126,17 @@ def run_image_evaluation() -> None:
                                            FLAGS.max_objects_per_image)
   else:
     samples = image_inference.sa1b_samples(FLAGS.data_root, FLAGS.max_images, FLAGS.max_objects_per_image)
-  make_output_dir(FLAGS.output_dir)
-  if FLAGS.checkpoint is None:
-    print("warning: no --checkpoint given, the model has random weights", file=sys.stderr)
+  cli.make_output_dir(FLAGS.output_dir, "output_dir")
   overrides = {} if FLAGS.image_size is None else {"image_size": FLAGS.image_size}
   postprocessing = True if FLAGS.apply_postprocessing is None else FLAGS.apply_postprocessing
-  model = build_sam2(FLAGS.config, FLAGS.checkpoint, apply_postprocessing=postprocessing, **overrides)
+  model = build_sam2(model_config_name(), FLAGS.checkpoint, apply_postprocessing=postprocessing, **overrides)
   predictor = SAM2ImagePredictor(model, mask_threshold=FLAGS.score_thresh)
   summary = image_inference.evaluate(predictor, samples, FLAGS.output_dir, FLAGS.num_clicks, FLAGS.image_mask_input,
                                      batch_size=min(16, FLAGS.max_objects_per_image or 16))
   print(image_inference.summary_line(summary))
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise ValueError(f"unexpected arguments: {' '.join(argv[1:])}")
+def main():
   check_flags()
   if FLAGS.task == "image":
     run_image_evaluation()
@@ -164,8 +157,4 @@ def main(argv):
 
 if __name__ == "__main__":
   huge_pages.restart_with_huge_pages()
-  try:
-    app.run(main)
-  except ValueError as e:
-    print("error: " + " ".join(str(e).split()), file=sys.stderr)
-    sys.exit(2)
+  cli.run(main)

@@ -28,7 +28,7 @@ from scipy import ndimage
 if __package__ in (None, ""):  # Run as `python data/synthetic.py`: make the repository importable.
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from sam2_jax.data import cli  # pylint: disable=g-import-not-at-top
+from sam2_jax import cli  # pylint: disable=g-import-not-at-top
 from sam2_jax.data import sav as sav_reader  # pylint: disable=g-import-not-at-top
 from sam2_jax.data.records import encode_rle  # pylint: disable=g-import-not-at-top
 from sam2_jax.evaluation import io as vos_io  # pylint: disable=g-import-not-at-top

@@ -19,7 +19,7 @@ from absl import flags
 if __package__ in (None, ""):  # Run as `python data/...py`: make the repository importable.
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from sam2_jax.data import cli  # pylint: disable=g-import-not-at-top
+from sam2_jax import cli  # pylint: disable=g-import-not-at-top
 from sam2_jax.data import records  # pylint: disable=g-import-not-at-top
 from sam2_jax.data import vos_folders  # pylint: disable=g-import-not-at-top
 

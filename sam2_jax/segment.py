@@ -26,11 +26,11 @@ import sys
 from typing import Any
 
 import numpy as np
-from absl import app
 from absl import flags
 from PIL import Image
 
 from sam2_jax import SAM2AutomaticMaskGenerator, SAM2ImagePredictor, build_sam2, build_sam2_video_predictor
+from sam2_jax import cli
 from sam2_jax import huge_pages
 from sam2_jax.build_sam import find_sam2_jax_checkpoint
 from sam2_jax.evaluation import io as vos_io
@@ -38,8 +38,8 @@ from sam2_jax.modeling.sam2 import resize
 from sam2_jax.predictors.transforms import check_boxes
 from sam2_jax.predictors.video_frames import decode_video, list_jpeg_frames
 
-_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Official .pt checkpoint or a converted sam2_jax directory "
-                                  "(default: random weights, with a warning).")
+_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Official .pt checkpoint, a converted sam2_jax directory, or a "
+                                  "train.py workdir or step (default: random weights, with a warning).")
 _CONFIG = flags.DEFINE_string("config", None, "Config name (default: inferred from --checkpoint, else sam2.1_hiera_t).")
 _IMAGE_SIZE = flags.DEFINE_integer("image_size", None, "Model input size override (a multiple of 32).")
 _INPUT = flags.DEFINE_string("input", None, "Image file, video file or folder of JPEG frames.")
@@ -209,16 +209,6 @@ def _write_png(path: str, image: np.ndarray) -> None:
   os.replace(tmp, path)
 
 
-def make_output_dir(output: str) -> None:
-  """Creates the --output directory, so that a path that cannot be written fails before the model runs."""
-  try:
-    os.makedirs(output, exist_ok=True)
-  except OSError as e:
-    raise ValueError(f"cannot create --output {output!r}: {e.strerror}.") from e
-  if not os.access(output, os.W_OK):
-    raise ValueError(f"--output {output!r} is not writable.")
-
-
 def _model_args(checkpoint: str | None, config: str | None, image_size: int | None) -> tuple:
   if checkpoint is None:
     print("warning: no --checkpoint given: the model has random weights and its masks are meaningless.",
@@ -348,43 +338,27 @@ def run(input_path: str | None, output: str | None, points: str | None = None, b
       raise ValueError(f"--frame={frame} is out of range: an image has only frame 0.")
     image = _open_image(input_path)
     if automatic:
-      make_output_dir(output)
+      cli.make_output_dir(output, "output")
       return segment_automatic(image, output, checkpoint, config, image_size, **generator_kwargs)
     prompt = parse_prompt(points, box, mask, image.shape[:2])
-    make_output_dir(output)
+    cli.make_output_dir(output, "output")
     return segment_image(image, prompt, output, checkpoint, config, image_size, multimask)
   video = _Video(input_path)
   if not 0 <= frame < video.num_frames:
     raise ValueError(f"--frame={frame} is out of range: the video has {video.num_frames} frames "
                      f"(0..{video.num_frames - 1}).")
   prompt = parse_prompt(points, box, mask, (video.height, video.width))
-  make_output_dir(output)
+  cli.make_output_dir(output, "output")
   return segment_video(video, prompt, frame, output, checkpoint, config, image_size)
 
 
-def _parse_flags(argv: list[str]) -> list[str]:
-  """absl flag parsing, with a malformed or unknown flag reported like any other bad argument."""
-  try:
-    return flags.FLAGS(argv)
-  except flags.Error as e:
-    print("error: " + " ".join(str(e).split()), file=sys.stderr)
-    sys.exit(2)
-
-
-def main(argv):
-  if len(argv) > 1:
-    print(f"error: unexpected arguments: {' '.join(argv[1:])}", file=sys.stderr)
-    sys.exit(2)
-  try:
-    paths = run(_INPUT.value, _OUTPUT.value, _POINTS.value, _BOX.value, _MASK.value, _FRAME.value,
-                _CHECKPOINT.value, _CONFIG.value, _IMAGE_SIZE.value, _MULTIMASK.value, _AUTOMATIC.value,
-                _POINTS_PER_SIDE.value, _PRED_IOU_THRESH.value, _STABILITY_THRESH.value)
-  except ValueError as e:
-    print("error: " + " ".join(str(e).split()), file=sys.stderr)
-    sys.exit(2)
+def main():
+  paths = run(_INPUT.value, _OUTPUT.value, _POINTS.value, _BOX.value, _MASK.value, _FRAME.value,
+              _CHECKPOINT.value, _CONFIG.value, _IMAGE_SIZE.value, _MULTIMASK.value, _AUTOMATIC.value,
+              _POINTS_PER_SIDE.value, _PRED_IOU_THRESH.value, _STABILITY_THRESH.value)
   print(f"Wrote {len(paths)} files to {_OUTPUT.value}")
 
 
 if __name__ == "__main__":
   huge_pages.restart_with_huge_pages()
-  app.run(main, flags_parser=_parse_flags)
+  cli.run(main)

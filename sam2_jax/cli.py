@@ -1,6 +1,7 @@
-"""The shared entry point of the `data/` scripts: bad flags and bad input end in one `error: ...` line on
-stderr and exit status 2, never in a traceback."""
+"""What the command-line programs share: bad flags and bad input end in one `error: ...` line on stderr and
+exit status 2, never in a traceback; output folders are created (and checked) before any work is done."""
 
+import os
 import sys
 from typing import Callable, NoReturn
 
@@ -14,7 +15,7 @@ def fail(message: str) -> NoReturn:
   sys.exit(2)
 
 
-def _parse_flags(argv: list[str]) -> list[str]:
+def parse_flags(argv: list[str]) -> list[str]:
   """absl flag parsing; a malformed, unknown, out-of-bounds or missing required flag, or a stray argument, fails."""
   try:
     argv = flags.FLAGS(argv)
@@ -38,4 +39,16 @@ def run(main: Callable[[], None]) -> None:
     except (ValueError, OSError, ImportError) as e:
       fail(str(e))
 
-  app.run(main_with_errors, flags_parser=_parse_flags)
+  app.run(main_with_errors, flags_parser=parse_flags)
+
+
+def make_output_dir(path: str, flag: str) -> None:
+  """Creates the folder given by `--{flag}`; ValueError when it cannot be created or written."""
+  if os.path.exists(path) and not os.path.isdir(path):
+    raise ValueError(f"--{flag} {path!r} is a file, not a directory.")
+  try:
+    os.makedirs(path, exist_ok=True)
+  except OSError as e:
+    raise ValueError(f"cannot create --{flag} {path!r}: {e.strerror or e}.") from e
+  if not os.access(path, os.W_OK | os.X_OK):
+    raise ValueError(f"--{flag} {path!r} is not writable.")
