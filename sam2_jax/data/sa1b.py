@@ -62,7 +62,7 @@ def parse_annotations(content: dict, path: str = "<json>") -> tuple[int, int, li
   return height, width, ids, counts
 
 
-def _decode(data: bytes, path: str) -> Image.Image:
+def decode_image(data: bytes, path: str) -> Image.Image:
   """The decoded image; ValueError naming `path` for truncated or non-image data."""
   try:
     image = Image.open(io.BytesIO(data))
@@ -74,7 +74,7 @@ def _decode(data: bytes, path: str) -> Image.Image:
 
 def check_jpeg(data: bytes, height: int, width: int, path: str) -> None:
   """Raises ValueError naming `path` unless `data` decodes to an image of the given size."""
-  size = _decode(data, path).size
+  size = decode_image(data, path).size
   if size != (width, height):
     raise ValueError(f"Image {path!r} is {size[1]}x{size[0]} (HxW) but its annotations say {height}x{width}.")
 
@@ -120,7 +120,7 @@ def record_from_tfds(example: dict) -> ClipRecord:
   data = bytes(image["content"])
   if not data.startswith(b"\xff\xd8"):  # Not JPEG: store a JPEG of the decoded image.
     buffer = io.BytesIO()
-    _decode(data, file_name).convert("RGB").save(buffer, format="JPEG", quality=95)
+    decode_image(data, file_name).convert("RGB").save(buffer, format="JPEG", quality=95)
     data = buffer.getvalue()
   check_jpeg(data, height, width, file_name)
   ids, counts = [], []

@@ -111,7 +111,7 @@ def coco_samples(annotations: str, image_root: str, max_images: int | None = Non
       if not os.path.isfile(path):
         raise ValueError(f"Image file {path!r} not found.")
       with open(path, "rb") as f:
-        image = np.asarray(sa1b._decode(f.read(), path).convert("RGB"))  # pylint: disable=protected-access
+        image = np.asarray(sa1b.decode_image(f.read(), path).convert("RGB"))
       keep = select_objects(len(anns), max_objects, index)
       try:
         masks = [coco.annToMask(anns[j]).astype(bool) for j in keep]
