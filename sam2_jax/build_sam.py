@@ -11,6 +11,7 @@ import ml_collections
 import numpy as np
 
 from configs import model as model_configs
+from sam2_jax import compilation_cache
 from sam2_jax.checkpoint import hf as hf_ckpt
 from sam2_jax.checkpoint import orbax as orbax_ckpt
 from sam2_jax.checkpoint import torch as torch_ckpt
@@ -149,6 +150,7 @@ def build_sam2(config_name: str | None = None, checkpoint: str | os.PathLike | N
     **overrides: model config fields, e.g. image_size=512 or compute_dtype="bfloat16"; nested groups
       take dicts, e.g. trunk=dict(stages=(1, 1, 1, 1)).
   """
+  compilation_cache.enable()
   if apply_postprocessing:
     overrides = {**POSTPROCESSING, **overrides}
   if checkpoint is None:

@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from sam2_jax import compilation_cache
 from sam2_jax.build_sam import SAM2Model
 from sam2_jax.modeling.sam2 import SAM2, resize
 from sam2_jax.predictors import postprocess
@@ -52,6 +53,7 @@ class SAM2ImagePredictor:
                max_sprinkle_area: float = 0.0):
     if not isinstance(sam_model, SAM2Model):
       raise ValueError(f"SAM2ImagePredictor expects a model from sam2_jax.build_sam2, got {type(sam_model).__name__}.")
+    compilation_cache.enable()
     self.model = sam_model
     self.mask_threshold = mask_threshold
     self.max_hole_area = max_hole_area

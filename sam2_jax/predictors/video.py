@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import tqdm
 
+from sam2_jax import compilation_cache
 from sam2_jax.build_sam import SAM2Model, build_sam2
 from sam2_jax.modeling import track
 from sam2_jax.modeling.memory_bank import MemoryBank, ring_sizes
@@ -82,6 +83,7 @@ class SAM2VideoPredictor:
     """
     if chunk_size < 1 or chunk_size & (chunk_size - 1):
       raise ValueError(f"chunk_size must be a power of two, got {chunk_size}.")
+    compilation_cache.enable()
     self.model = model
     self.fill_hole_area = fill_hole_area
     self.non_overlap_masks = non_overlap_masks
