@@ -4,19 +4,24 @@ r"""Trains SAM 2 on mixed image and video data.
   python train.py --config=configs/train.py:sa1b_sav_b+ --workdir=gs://... \
       --config.data.sources.sa1b.paths='/data/sa1b/*.array_record' --config.data.sources.sav.paths=...
 
-The run resumes from the latest checkpoint in --workdir (params, optimizer state, step, RNG and
-the data iterator's position). Metrics go to TensorBoard event files (workdir/tensorboard), to
-workdir/metrics.jsonl and to a progress line; periodic evaluation prints
+The run resumes from the newest checkpoint in --workdir that restores (params, optimizer state, step,
+RNG and the data iterator's position; unreadable newer steps are moved to workdir/skipped_checkpoints),
+and fails with one error line when the checkpoint was written with another model or data config.
+Metrics go to TensorBoard event files (workdir/tensorboard), to workdir/metrics.jsonl (a resumed run
+first drops the lines of steps after its checkpoint) and to a progress line; periodic evaluation prints
 `eval step=<n> J&F=<value> copy_first_frame_J&F=<value>`.
 """
 
 import functools
 import json
 import os
+import sys
 import time
+from typing import NoReturn
 
 from absl import app
 from absl import flags
+import ml_collections
 from ml_collections import config_flags
 
 from sam2_jax import huge_pages
@@ -45,55 +50,86 @@ def prepare_synthetic(config, data_dir: str) -> None:
   config.eval_data = os.path.join(data_dir, "vos_eval")
 
 
+def make_workdir(path: str) -> str:
+  """The absolute path of --workdir, created if missing; ValueError when it cannot be."""
+  workdir = os.path.abspath(path)
+  try:
+    os.makedirs(workdir, exist_ok=True)
+  except OSError as e:
+    raise ValueError(f"Cannot create --workdir {workdir}: {e.strerror or e}.") from None
+  if not os.access(workdir, os.W_OK):
+    raise ValueError(f"Cannot write to --workdir {workdir}.")
+  return workdir
+
+
+def check_config(config: ml_collections.ConfigDict) -> ml_collections.FrozenConfigDict:
+  """The model config of a training config; ValueError for the errors that would otherwise surface only after
+  generating data or compiling."""
+  from sam2_jax.build_sam import find_sam2_jax_checkpoint, get_model_config  # pylint: disable=g-import-not-at-top
+  for name in ("num_steps", "log_every", "checkpoint_every", "keep_checkpoints"):
+    if config[name] <= 0:
+      raise ValueError(f"config.{name} must be positive, got {config[name]}.")
+  if config.eval_every < 0:
+    raise ValueError(f"config.eval_every must be >= 0 (0: no evaluation), got {config.eval_every}.")
+  model_config = get_model_config(config.model_name, **config.model_overrides.to_dict())
+  if config.data.resolution != model_config.image_size:
+    raise ValueError(f"config.data.resolution ({config.data.resolution}) must equal the model's image_size "
+                     f"({model_config.image_size}).")
+  if config.init_checkpoint:
+    find_sam2_jax_checkpoint(config.init_checkpoint)  # raises when it does not exist or holds no model
+  return model_config
+
+
 def main(argv):
-  del argv
+  if len(argv) > 1:
+    _exit_with_error(f"unexpected arguments: {' '.join(argv[1:])}")
   sharding.maybe_initialize_distributed()
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
   from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
-  from sam2_jax.build_sam import SAM2Model, build_sam2, get_model_config, init_params  # pylint: disable=g-import-not-at-top
+  from sam2_jax.build_sam import SAM2Model, build_sam2, init_params  # pylint: disable=g-import-not-at-top
   from sam2_jax.data import pipeline  # pylint: disable=g-import-not-at-top
   from sam2_jax.evaluation import io as vos_io  # pylint: disable=g-import-not-at-top
   from sam2_jax.evaluation import vos_inference  # pylint: disable=g-import-not-at-top
   from sam2_jax.modeling.sam2 import SAM2  # pylint: disable=g-import-not-at-top
   from sam2_jax.predictors.video import SAM2VideoPredictor  # pylint: disable=g-import-not-at-top
-  from sam2_jax.training import flops, optimizer, step  # pylint: disable=g-import-not-at-top
+  from sam2_jax.training import checkpointing, flops, optimizer, step  # pylint: disable=g-import-not-at-top
 
-  config, workdir = _CONFIG.value, os.path.abspath(_WORKDIR.value)
-  if config.compilation_cache_dir:
-    jax.config.update("jax_compilation_cache_dir", os.path.expanduser(config.compilation_cache_dir))
-  os.makedirs(workdir, exist_ok=True)
-  if config.synthetic.generate:
-    prepare_synthetic(config, os.path.join(workdir, "data"))
-  overrides = config.model_overrides.to_dict()
-  model_config = get_model_config(config.model_name, **overrides)
-  module = SAM2(model_config)
-  mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp)
+  config = _CONFIG.value
+  # Bad input (config, workdir, data, a checkpoint of another config) fails here, before generating data or
+  # compiling anything.
+  try:
+    model_config = check_config(config)
+    workdir = make_workdir(_WORKDIR.value)
+    if config.compilation_cache_dir:
+      jax.config.update("jax_compilation_cache_dir", os.path.expanduser(config.compilation_cache_dir))
+    if config.synthetic.generate:
+      prepare_synthetic(config, os.path.join(workdir, "data"))
+    dataset = pipeline.make_dataset(config.data, jax.process_index(), jax.process_count(), seed=config.seed)
+    metadata = checkpointing.run_metadata(config, model_config.name)
+    module = SAM2(model_config)
+    mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp)
 
-  random_params = functools.partial(init_params, model_config)
-  abstract_params = jax.eval_shape(random_params, jax.random.key(0))
-  tx = optimizer.make_optimizer(config.optimizer, abstract_params, config.num_steps)
+    random_params = functools.partial(init_params, model_config)
+    abstract_params = jax.eval_shape(random_params, jax.random.key(0))
+    tx = optimizer.make_optimizer(config.optimizer, abstract_params, config.num_steps)
 
-  def init_state(params, key):
-    return step.TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params), rng=key)
+    def init_state(params, key):
+      return step.TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params), rng=key)
 
-  abstract_state = jax.eval_shape(init_state, abstract_params, jax.random.key(0))
-  state_shardings = sharding.param_shardings(abstract_state, mesh)
-  manager = ocp.CheckpointManager(os.path.join(workdir, "checkpoints"), options=ocp.CheckpointManagerOptions(
-      max_to_keep=config.keep_checkpoints, enable_async_checkpointing=True))
+    abstract_state = jax.eval_shape(init_state, abstract_params, jax.random.key(0))
+    state_shardings = sharding.param_shardings(abstract_state, mesh)
+    manager = checkpointing.make_manager(os.path.join(workdir, "checkpoints"), config.keep_checkpoints)
+    restored = checkpointing.restore(manager, jax.tree.map(
+        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract_state, state_shardings), metadata)
+  except ValueError as e:
+    _exit_with_error(str(e))
 
-  dataset = pipeline.make_dataset(config.data, jax.process_index(), jax.process_count(), seed=config.seed)
   data_iter = iter(dataset)
   stats = pipeline.DataStats(pipeline.source_names(config.data))
-  latest = manager.latest_step()
-  if latest is not None:
-    target = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract_state,
-                          state_shardings)
-    restored = manager.restore(latest, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(target), data_iter=ocp.args.JsonRestore(),
-        data_stats=ocp.args.JsonRestore()))
+  if restored is not None:
+    latest, restored = restored
     state = restored["state"]
     data_iter.set_state(restored["data_iter"])
     stats.set_state(restored["data_stats"])
@@ -101,7 +137,8 @@ def main(argv):
   else:
     key_init, key_train = jax.random.split(jax.random.key(config.seed))
     if config.init_checkpoint:
-      params = build_sam2(config.model_name, config.init_checkpoint, apply_postprocessing=False, **overrides).params
+      params = build_sam2(config.model_name, config.init_checkpoint, apply_postprocessing=False,
+                          **config.model_overrides.to_dict()).params
     else:
       params = jax.jit(random_params, out_shardings=state_shardings.params)(key_init)
     state = jax.jit(init_state, out_shardings=state_shardings)(params, key_train)
@@ -116,8 +153,13 @@ def main(argv):
   # The MFU's peak: a large matmul in the model's compute dtype, measured on this device.
   peak = flops.matmul_rate(model_config.compute_dtype, 4096) * jax.device_count() if config.count_flops else 0.0
   compiled, flops_per_step = {}, {}
-  writer = SummaryWriter(os.path.join(workdir, "tensorboard")) if jax.process_index() == 0 else None
-  jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a") if jax.process_index() == 0 else None
+  start = int(state.step)
+  writer = jsonl = None
+  if jax.process_index() == 0:
+    # Steps logged after the restored checkpoint are logged again: the earlier copies go.
+    writer = SummaryWriter(os.path.join(workdir, "tensorboard"), purge_step=start + 1)
+    checkpointing.truncate_metrics(os.path.join(workdir, "metrics.jsonl"), start)
+    jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
 
   def log(step_num: int, values: dict) -> None:
     if writer is None:
@@ -141,7 +183,6 @@ def main(argv):
     print(f"eval step={step_num} J&F={jf:.1f} copy_first_frame_J&F={copy_jf:.1f}", flush=True)
     log(step_num, {"eval/J&F": jf, "eval/copy_first_frame_J&F": copy_jf})
 
-  start = int(state.step)
   t_last, frames, window_flops = time.perf_counter(), 0, 0.0
   for step_num in range(start + 1, config.num_steps + 1):
     batch = next(data_iter)
@@ -170,9 +211,7 @@ def main(argv):
             f"grad_norm={metrics['grad_norm']:.3f} fps={metrics['frames_per_second']:.1f}{mfu}", flush=True)
       t_last, frames, window_flops = time.perf_counter(), 0, 0.0
     if step_num % config.checkpoint_every == 0 or step_num == config.num_steps:
-      manager.save(step_num, args=ocp.args.Composite(
-          state=ocp.args.StandardSave(state), data_iter=ocp.args.JsonSave(data_iter.get_state()),
-          data_stats=ocp.args.JsonSave(stats.get_state())))
+      checkpointing.save(manager, step_num, state, data_iter.get_state(), stats.get_state(), metadata)
     if config.eval_every and (step_num % config.eval_every == 0 or step_num == config.num_steps):
       manager.wait_until_finished()
       evaluate(step_num, state)
@@ -182,7 +221,30 @@ def main(argv):
     jsonl.close()
 
 
+def _exit_with_error(message: str) -> NoReturn:
+  print("error: " + " ".join(message.split()), file=sys.stderr)
+  sys.exit(2)
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+  """absl flag parsing, with a bad flag, config file or config field reported like any other bad argument."""
+  try:
+    argv = flags.FLAGS(argv)
+    _CONFIG.value.get("model_name")  # a config file that failed to load raises when first used
+    return argv
+  except flags.Error as e:
+    # A failing config file's traceback is embedded in the message: its last line says what went wrong.
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    _exit_with_error(lines[0] if len(lines) == 1 else f"{lines[0]} {lines[-1]}")
+  except OSError as e:  # ml_collections: a config file that cannot be read
+    _exit_with_error(f"cannot load --config: {str(e.__cause__ or e).strip().splitlines()[-1].strip()}")
+  except AttributeError as e:  # ml_collections: `--config.<field>=...` for a field the config does not have
+    field = str(e).strip("\"'")
+    named = [a.split("=")[0] for a in argv if a.startswith("--config.") and field in a.split("=")[0].split(".")]
+    _exit_with_error(f"{named[0] if named else field}: the config has no field {field!r}.")
+
+
 if __name__ == "__main__":
   huge_pages.restart_with_huge_pages()
   flags.mark_flags_as_required(["config", "workdir"])
-  app.run(main)
+  app.run(main, flags_parser=_parse_flags)

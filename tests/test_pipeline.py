@@ -373,8 +373,12 @@ def test_too_many_bad_records_raise(data_dir):
 def test_config_errors(data_dir):
   with pytest.raises(ValueError, match="No data source"):
     pipeline.make_dataset(_config(data_dir, **{"sources.sav.paths": "", "sources.sa1b.paths": ""}))
-  with pytest.raises(FileNotFoundError, match="No file matches"):
+  with pytest.raises(ValueError, match="Data source 'sav': No file matches '.*nope-"):
     pipeline.make_dataset(_config(data_dir, **{"sources.sav.paths": str(data_dir / "nope-*.array_record")}))
+  empty = data_dir / "empty.array_record"
+  records.write_array_record(str(empty), [])
+  with pytest.raises(ValueError, match=r"Data source 'sa1b' has no records: its files \(.*empty.array_record\)"):
+    pipeline.make_dataset(_config(data_dir, **{"sources.sa1b.paths": str(empty)}))
   with pytest.raises(ValueError, match="not divisible"):
     pipeline.make_dataset(_config(data_dir), process_index=0, process_count=3)
 

@@ -1,11 +1,15 @@
-"""Training: sharded step == single-device step, and interrupt-and-resume reproduces the run exactly."""
+"""Training: sharded step == single-device step; interrupt-and-resume reproduces the run exactly, past a corrupt
+checkpoint; resuming with another model or data config, or from unreadable checkpoints, fails with one error."""
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import textwrap
+
+import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--config.synthetic.num_images=8", "--config.synthetic.num_videos=4", "--config.synthetic.num_eval_videos=1",
@@ -24,36 +28,101 @@ def _env(tmp_path, devices: int = 1) -> dict:
   return env
 
 
+def _run_train(tmp_path, workdir, num_steps, *extra):
+  return subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), "--config=configs/train.py:demo",
+                         f"--workdir={workdir}", f"--config.num_steps={num_steps}",
+                         f"--config.compilation_cache_dir={tmp_path / 'xla_cache'}", *TINY, *extra],
+                        capture_output=True, text=True, cwd=ROOT, env=_env(tmp_path))
+
+
 def _train(tmp_path, workdir, num_steps, *extra):
-  run = subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), "--config=configs/train.py:demo",
-                        f"--workdir={workdir}", f"--config.num_steps={num_steps}",
-                        f"--config.compilation_cache_dir={tmp_path / 'xla_cache'}", *TINY, *extra],
-                       capture_output=True, text=True, cwd=ROOT, env=_env(tmp_path))
+  run = _run_train(tmp_path, workdir, num_steps, *extra)
   assert run.returncode == 0, run.stderr[-4000:]
   return run
 
 
-def _losses(workdir):
+def _logged(workdir):
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    return {r["step"]: r["loss"] for r in map(json.loads, f) if "loss" in r}
+    return [r for r in map(json.loads, f) if "loss" in r]
 
 
-def test_interrupt_and_resume_is_exact(tmp_path):
-  full, resumed = tmp_path / "full", tmp_path / "resumed"
-  _train(tmp_path, full, 5, "--config.checkpoint_every=2", "--config.keep_checkpoints=5")
-  # A job killed after step 3 leaves the step-2 checkpoint (and the generated data) behind.
-  os.makedirs(resumed / "checkpoints")
-  shutil.copytree(full / "checkpoints" / "2", resumed / "checkpoints" / "2")
-  os.symlink(full / "data", resumed / "data")
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory):
+  """A 5-step run with checkpoints at steps 2, 4 and 5 (and its compilation caches)."""
+  tmp_path = tmp_path_factory.mktemp("train")
+  _train(tmp_path, tmp_path / "full", 5, "--config.checkpoint_every=2", "--config.keep_checkpoints=5")
+  return tmp_path
+
+
+def _resumable_copy(full_run, workdir, steps):
+  """`workdir` holding `steps` of the full run's checkpoints, its metrics and (a link to) its data."""
+  for step in steps:
+    shutil.copytree(full_run / "full" / "checkpoints" / str(step), workdir / "checkpoints" / str(step))
+  shutil.copy(full_run / "full" / "metrics.jsonl", workdir / "metrics.jsonl")
+  os.symlink(full_run / "full" / "data", workdir / "data")
+
+
+def test_interrupt_and_resume_is_exact(full_run):
+  tmp_path, full, resumed = full_run, full_run / "full", full_run / "resumed"
+  # A job killed during step 5, while it wrote step 4's checkpoint and a metrics line, leaves step 2's checkpoint,
+  # a step-4 checkpoint with a truncated array file, and the metrics of steps 1 to 4 (the last line cut off).
+  _resumable_copy(full_run, resumed, (2, 4))
+  arrays = resumed / "checkpoints" / "4" / "state" / "ocdbt.process_0" / "d"
+  largest = max(arrays.iterdir(), key=lambda p: p.stat().st_size)
+  os.truncate(largest, largest.stat().st_size // 2)
+  with open(resumed / "metrics.jsonl") as f:
+    lines = f.readlines()
+  with open(resumed / "metrics.jsonl", "w") as f:
+    f.writelines(lines[:4] + [lines[4][:20]])
   run = _train(tmp_path, resumed, 5, "--config.checkpoint_every=2")
+  skipped = [line for line in run.stdout.splitlines() if "Skipped" in line]
+  assert len(skipped) == 1 and re.fullmatch(
+      rf"Skipped checkpoint step 4 \(moved to {re.escape(str(resumed / 'skipped_checkpoints' / '4'))}\): "
+      r"ValueError: OUT_OF_RANGE: Error reading .*", skipped[0]), skipped
+  assert "Traceback" not in run.stderr, run.stderr[-4000:]
   assert "Resumed from step 2" in run.stdout
-  want, got = _losses(full), _losses(resumed)
-  assert sorted(want) == [1, 2, 3, 4, 5] and sorted(got) == [3, 4, 5]
-  for step in (3, 4, 5):
-    assert got[step] == want[step], (step, got[step], want[step])
+  assert sorted(os.listdir(resumed / "checkpoints")) == ["2", "4", "5"]
+  # Each step is logged once, steps 1 and 2 from before the interruption; steps 3 to 5 again, identically.
+  want, got = _logged(full), _logged(resumed)
+  assert [r["step"] for r in want] == [r["step"] for r in got] == [1, 2, 3, 4, 5]
+  assert got[:2] == want[:2]
+  for w, g in zip(want[2:], got[2:]):
+    assert g["loss"] == w["loss"], (g["step"], g["loss"], w["loss"])
   # The train step went into the config's compilation cache, where a restarted run finds it (a directory
   # apart from the environment's JAX_COMPILATION_CACHE_DIR, so this fails if the config is ignored).
   assert any(name.startswith("jit_train_step") for name in os.listdir(tmp_path / "xla_cache"))
+
+
+@pytest.mark.parametrize("case", ["model", "data", "unreadable"])
+def test_resume_with_another_config_or_no_readable_step_fails(full_run, case):
+  """One error line and exit 2, before anything is compiled, and the workdir is left as it was."""
+  workdir = full_run / f"resume_{case}"
+  _resumable_copy(full_run, workdir, (4, 5))
+  extra, expected = {
+      "model": (["--config.model_overrides.memory_attention.num_layers=2"],
+                rf"error: The checkpoint in {re.escape(str(workdir))} \(step 5\) was written by a different model "
+                r"config \(overrides.memory_attention.num_layers was 1, now 2\): \d+ of its arrays do not fit this "
+                r"config's \(params/memory_attention/layers_1/.*: only in the config;.*\)\. Train in a new --workdir "
+                r"\(config.init_checkpoint .*"),
+      "data": (["--config.data.sources.sav.weight=0"],
+               rf"error: The checkpoint in {re.escape(str(workdir))} \(step 5\) was written with other data sources "
+               r"\(data_sources was \['sa1b', 'sav'\], now \['sa1b'\]\).* train in a new --workdir\."),
+      "unreadable": ([], r"error: No checkpoint in .*/checkpoints restores: step 5: ValueError: .*; "
+                         r"step 4: ValueError: .*\. Move the checkpoints folder away .*"),
+  }[case]
+  if case == "unreadable":
+    for step in (4, 5):
+      with open(workdir / "checkpoints" / str(step) / "state" / "manifest.ocdbt", "r+b") as f:
+        f.truncate(10)
+  before = sorted(str(p) for p in workdir.rglob("*"))
+  metrics = (workdir / "metrics.jsonl").read_text()
+  run = _run_train(full_run, workdir, 8, *extra)
+  assert run.returncode == 2, run.stderr[-4000:]
+  errors = [line for line in run.stderr.splitlines() if line.startswith("error:")]
+  assert len(errors) == 1 and re.fullmatch(expected, errors[0]), run.stderr[-4000:]
+  assert "Traceback" not in run.stderr
+  assert sorted(str(p) for p in workdir.rglob("*")) == before
+  assert (workdir / "metrics.jsonl").read_text() == metrics
 
 
 SHARDED = textwrap.dedent("""

@@ -105,8 +105,12 @@ def active_sources(config: ml_collections.ConfigDict) -> list[Source]:
     sc = config.sources[name]
     if not sc.paths or sc.weight <= 0:
       continue
-    out.append(Source(name, source_id, tuple(expand_paths(sc.paths)), config.num_frames if sc.video else 1,
-                      int(sc.batch_size), float(sc.weight)))
+    try:
+      paths = expand_paths(sc.paths)
+    except ValueError as e:
+      raise ValueError(f"Data source {name!r}: {e}") from None
+    out.append(Source(name, source_id, tuple(paths), config.num_frames if sc.video else 1, int(sc.batch_size),
+                      float(sc.weight)))
   if not out:
     raise ValueError("No data source: set config.sources.<name>.paths (and a positive weight) for at least one of "
                      f"{source_names(config)}.")
@@ -121,7 +125,7 @@ def expand_paths(paths: str) -> list[str]:
       continue
     matches = sorted(glob.glob(pattern))
     if not matches:
-      raise FileNotFoundError(f"No file matches {pattern!r}.")
+      raise ValueError(f"No file matches {pattern!r}.")
     out.extend(matches)
   return out
 
@@ -302,7 +306,11 @@ def make_source_dataset(source: Source, config: ml_collections.ConfigDict, proce
   if source.batch_size % process_count:
     raise ValueError(f"Source {source.name!r}: batch_size {source.batch_size} is not divisible by the "
                      f"{process_count} processes.")
-  ds = grain.MapDataset.source(_TolerantSource(source.paths)).seed(_source_seed(seed, source.source_id))
+  records = _TolerantSource(source.paths)
+  if not len(records):  # an empty source would end the infinite stream at once
+    shown = ", ".join(source.paths[:3]) + (f" and {len(source.paths) - 3} more" if len(source.paths) > 3 else "")
+    raise ValueError(f"Data source {source.name!r} has no records: its files ({shown}) hold 0 records.")
+  ds = grain.MapDataset.source(records).seed(_source_seed(seed, source.source_id))
   if config.shuffle:
     ds = ds.shuffle()
   ds = ds.repeat().random_map(ExampleLoader(source, config))[process_index::process_count]

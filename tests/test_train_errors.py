@@ -1,0 +1,54 @@
+"""train.py with bad input: one `error:` line and exit status 2, before generating data or compiling anything."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from sam2_jax.data import records
+from tests.test_train import ROOT, _env
+
+
+def _train(tmp_path, workdir, *extra):
+  return subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), "--config=configs/train.py:demo",
+                         f"--workdir={workdir}", *extra], capture_output=True, text=True, cwd=ROOT, env=_env(tmp_path))
+
+
+def _error(run) -> str:
+  assert run.returncode == 2, run.stderr[-4000:]
+  assert "Traceback" not in run.stderr, run.stderr[-4000:]
+  errors = [line for line in run.stderr.splitlines() if line.startswith("error:")]
+  assert len(errors) == 1, run.stderr[-4000:]
+  return errors[0]
+
+
+def test_unknown_config_field(tmp_path):
+  assert _error(_train(tmp_path, tmp_path / "run", "--config.foo=1")) == \
+      "error: --config.foo: the config has no field 'foo'."
+  assert not (tmp_path / "run").exists()
+
+
+def test_workdir_that_cannot_be_created(tmp_path):
+  (tmp_path / "file").write_text("")
+  workdir = tmp_path / "file" / "run"
+  assert _error(_train(tmp_path, workdir)) == f"error: Cannot create --workdir {workdir}: Not a directory."
+
+
+def test_bad_image_size_fails_before_generating_data(tmp_path):
+  error = _error(_train(tmp_path, tmp_path / "run", "--config.model_overrides.image_size=100"))
+  assert error == "error: image_size must be a positive multiple of 32 (at least 64), got 100."
+  assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("case", ["no_records", "no_files"])
+def test_empty_data_source(tmp_path, case):
+  empty = tmp_path / "sa1b-0.array_record"
+  records.write_array_record(str(empty), [])
+  sources = {"no_records": [f"--config.data.sources.sa1b.paths={empty}", "--config.data.sources.sav.paths="],
+             "no_files": ["--config.data.sources.sa1b.paths=", f"--config.data.sources.sav.paths={tmp_path}/sav-*"]}
+  expected = {"no_records": f"error: Data source 'sa1b' has no records: its files ({empty}) hold 0 records.",
+              "no_files": f"error: Data source 'sav': No file matches {str(tmp_path / 'sav-*')!r}."}
+  workdir = tmp_path / "run"
+  assert _error(_train(tmp_path, workdir, "--config.synthetic.generate=False", *sources[case])) == expected[case]
+  assert os.listdir(workdir) == []  # no checkpoints, logs or data yet
