@@ -1,16 +1,21 @@
 """SAM2VideoPredictor against the official one (sam2==1.1.0) on generated frames and the same weights."""
 
+import jax
 import numpy as np
 import pytest
+import sam2.utils.misc
 from PIL import Image
+from scipy import ndimage
 
 from sam2_jax.build_sam import POSTPROCESSING, SAM2Model, get_model_config, params_from_state_dict
-from sam2_jax.predictors.video import SAM2VideoPredictor
+from sam2_jax.predictors.postprocess import fill_holes, fill_holes_and_sprinkles, fill_holes_on_device
+from sam2_jax.predictors.video import SAM2VideoPredictor, _video_res
 from tests.images import shapes_image
 from tests.oracle import build_official, torch
 
 IMAGE_SIZE = 256
 NUM_FRAMES = 10
+FILL_HOLE_AREA = 8  # the official builder's default
 
 
 @pytest.fixture(scope="module")
@@ -21,12 +26,33 @@ def video_dir(tmp_path_factory):
   return str(folder)
 
 
-def make_pair(obj_score_bias):
+def make_pair(obj_score_bias, fill_hole_area=0):
   official, sd = build_official("sam2.1_hiera_t", image_size=IMAGE_SIZE, video=True, obj_score_bias=obj_score_bias)
+  official.fill_hole_area = fill_hole_area  # (a cached model)
   config = get_model_config("sam2.1_hiera_t", image_size=IMAGE_SIZE, binarize_mask_from_pts_for_mem_enc=True,
                             **POSTPROCESSING)
-  ours = SAM2VideoPredictor(SAM2Model(config, params_from_state_dict(sd, config)), fill_hole_area=0, chunk_size=4)
+  ours = SAM2VideoPredictor(SAM2Model(config, params_from_state_dict(sd, config)), fill_hole_area=fill_hole_area,
+                            chunk_size=4)
   return ours, official
+
+
+@pytest.fixture
+def official_hole_filling(monkeypatch):
+  """The official connected components (a CUDA kernel, absent here) with scipy; yields the small holes seen."""
+  small_holes = []
+
+  def connected_components(mask):
+    mask = mask.numpy().astype(bool)
+    labels, areas = np.zeros(mask.shape, np.int32), np.zeros(mask.shape, np.int32)
+    for idx in np.ndindex(mask.shape[:-2]):
+      labels[idx], _ = ndimage.label(mask[idx], structure=np.ones((3, 3), bool))
+      counts = np.bincount(labels[idx].ravel())
+      areas[idx] = np.where(labels[idx] > 0, counts[labels[idx]], 0)
+      small_holes.append(int((counts[1:] <= FILL_HOLE_AREA).sum()))
+    return torch.from_numpy(labels), torch.from_numpy(areas)
+
+  monkeypatch.setattr(sam2.utils.misc, "get_connected_components", connected_components)
+  yield small_holes
 
 
 def mask_iou(a, b):
@@ -60,8 +86,10 @@ def run_both(ours, official, fn_ours, fn_official, what):
   return got
 
 
-def test_two_objects_click_box_correction_reverse(video_dir):
-  ours, official = make_pair(obj_score_bias=6.0)
+def test_two_objects_click_box_correction_reverse(video_dir, official_hole_filling):
+  # With the official builder's hole filling (`non_overlap_masks` is checked on its own below: holes of
+  # two objects filled with the same score make near-ties that either side may break).
+  ours, official = make_pair(obj_score_bias=6.0, fill_hole_area=FILL_HOLE_AREA)
   s_ours, s_off = ours.init_state(video_dir), official.init_state(video_dir)
   pair = lambda f, what: run_both(ours, official, lambda p: f(p, s_ours), lambda p: f(p, s_off), what)
 
@@ -80,6 +108,7 @@ def test_two_objects_click_box_correction_reverse(video_dir):
        "mask for a new object on frame 4")
   # (From frame 0 the official predictor fails here: object 3 would have memories but no pointer yet.)
   pair(lambda p, s: p.propagate_in_video(s, start_frame_idx=4), "all objects after a new one")
+  assert sum(official_hole_filling), "no small holes were filled: the test does not exercise hole filling"
 
 
 def test_absent_object(video_dir):
@@ -129,10 +158,11 @@ def test_bad_inputs(video_dir, tmp_path):
   with pytest.raises(ValueError, match="is empty or inverted"):
     ours.add_new_points_or_box(state, 0, 1, box=[10, 10, 5, 20])
   assert not state["obj_ids"]  # nothing was added by the rejected prompts
+  with pytest.raises(ValueError, match="fill_hole_area must be a whole number of pixels >= 0, got -1"):
+    SAM2VideoPredictor(ours.model, fill_hole_area=-1)
 
 
 def test_fill_holes_matches_connected_components():
-  from sam2_jax.predictors.postprocess import fill_holes, fill_holes_and_sprinkles
   logits = np.full((1, 1, 12, 12), 5.0, np.float32)
   logits[0, 0, 2:4, 2:4] = -3.0      # a 4-pixel hole
   logits[0, 0, 6:10, 6:10] = -3.0    # a 16-pixel hole
@@ -152,3 +182,24 @@ def test_fill_holes_matches_connected_components():
   ring[0, 0, 3, 3] = -3.0
   out = fill_holes_and_sprinkles(ring, 1, 8)
   assert out[0, 0, 3, 3] == 10.0 and (out[0, 0, 2, 2:5] == -10.0).all() and (out > 0).sum() == 1
+
+
+def test_video_res_non_overlap_matches_official():
+  official, _ = build_official("sam2.1_hiera_t", image_size=IMAGE_SIZE, video=True, obj_score_bias=6.0)
+  logits = np.random.default_rng(0).normal(0, 4, (2, 3, 1, 16, 16)).astype(np.float32)  # (T, objects, 1, h, w)
+  got = np.asarray(_video_res(logits, size=(40, 56), non_overlap=True))
+  for t in range(2):
+    with torch.inference_mode():
+      expected = official._apply_non_overlapping_constraints(torch.nn.functional.interpolate(
+          torch.from_numpy(logits[t]), size=(40, 56), mode="bilinear", align_corners=False))
+    np.testing.assert_allclose(got[t], expected.numpy(), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("max_area", [1, 3, 8, 40])
+def test_fill_holes_on_device_matches_host(max_area):
+  rng = np.random.default_rng(max_area)
+  fill = jax.jit(fill_holes_on_device, static_argnums=1)
+  for density in (0.3, 0.6, 0.85):  # background fraction: many small components to one large one
+    logits = np.where(rng.random((2, 3, 1, 24, 31)) < density, -rng.random((2, 3, 1, 24, 31)), 2.0)
+    logits = logits.astype(np.float32)
+    np.testing.assert_array_equal(np.asarray(fill(logits, max_area)), fill_holes(logits, max_area))

@@ -1,9 +1,12 @@
 """`SAM2VideoPredictor`: the official video predictor's API and semantics on the JAX model.
 
 Host side (here): prompts, per-object outputs of every frame (low-res logits, object pointer,
-score, bfloat16 memory features) for corrections and re-propagation, and the frames as uint8.
-Device side (`modeling/track.py`): one jitted step per prompted frame, and a `lax.scan` over
-chunks of frames for propagation, carrying a fixed-shape `MemoryBank` of all objects at once.
+score, bfloat16 memory features) for corrections and re-propagation, and the frames as uint8 at
+the model's input size. Device side (`modeling/track.py`): one jitted step per prompted frame,
+and a `lax.scan` over chunks of frames for propagation, carrying a fixed-shape `MemoryBank` of all
+objects at once. A chunk goes up as uint8 and comes back with its outputs and video-resolution
+masks (normalisation, hole filling, resizing and the non-overlap constraint run on the device);
+the next chunk is dispatched before the previous one is copied out.
 """
 
 import functools
@@ -37,13 +40,16 @@ def _image_features(module: SAM2, params, frame):
 
 
 @functools.partial(jax.jit, static_argnums=0,
-                   static_argnames=("is_init_cond_frame", "reverse", "run_mem_encoder"))
+                   static_argnames=("is_init_cond_frame", "reverse", "run_mem_encoder", "fill_hole_area"))
 def _frame_step(module: SAM2, params, bank, feats, frame_idx, num_frames, point_coords, point_labels, mask_inputs,
-                prev_mask_logits, *, is_init_cond_frame: bool, reverse: bool, run_mem_encoder: bool):
-  return module.apply({"params": params}, bank, feats, frame_idx, num_frames, method=track.track_step,
-                      point_coords=point_coords, point_labels=point_labels, mask_inputs=mask_inputs,
-                      prev_mask_logits=prev_mask_logits, is_init_cond_frame=is_init_cond_frame, reverse=reverse,
-                      run_mem_encoder=run_mem_encoder)
+                prev_mask_logits, *, is_init_cond_frame: bool, reverse: bool, run_mem_encoder: bool,
+                fill_hole_area: int):
+  out = module.apply({"params": params}, bank, feats, frame_idx, num_frames, method=track.track_step,
+                     point_coords=point_coords, point_labels=point_labels, mask_inputs=mask_inputs,
+                     prev_mask_logits=prev_mask_logits, is_init_cond_frame=is_init_cond_frame, reverse=reverse,
+                     run_mem_encoder=run_mem_encoder)
+  pred_masks = postprocess.fill_holes_on_device(out["pred_masks"].astype(jnp.float32), fill_hole_area)
+  return dict(out, pred_masks=pred_masks)
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -51,20 +57,32 @@ def _encode_memory(module: SAM2, params, feats, low_res_masks, object_score_logi
   return module.apply({"params": params}, feats, low_res_masks, object_score_logits, method=track.encode_memory)
 
 
-@functools.partial(jax.jit, static_argnums=0, static_argnames="reverse", donate_argnums=2)
-def _propagate(module: SAM2, params, bank, frames, frame_indices, is_cond, num_frames, *, reverse: bool):
-  return module.apply({"params": params}, bank, _normalize(frames), frame_indices, is_cond, num_frames,
-                      reverse=reverse, method=track.propagate)
-
-
 @functools.partial(jax.jit, static_argnames=("size", "non_overlap"))
 def _video_res(masks: jnp.ndarray, size: tuple[int, int], non_overlap: bool) -> jnp.ndarray:
-  """(B, 1, h, w) logits -> (B, 1, H, W) at the video resolution, optionally without overlaps."""
+  """(..., B, 1, h, w) logits -> (..., B, 1, H, W) at the video resolution, optionally without overlaps."""
   out = resize(masks, size)
-  if non_overlap and out.shape[0] > 1:
-    keep = jnp.argmax(out, axis=0, keepdims=True) == jnp.arange(out.shape[0])[:, None, None, None]
+  num_objects = out.shape[-4]
+  if non_overlap and num_objects > 1:
+    keep = jnp.argmax(out, axis=-4, keepdims=True) == jnp.arange(num_objects)[:, None, None, None]
     out = jnp.where(keep, out, jnp.minimum(out, -10.0))
   return out
+
+
+@functools.partial(jax.jit, static_argnums=0, static_argnames=("reverse", "video_size", "fill_hole_area",
+                                                                "non_overlap"), donate_argnums=2)
+def _propagate(module: SAM2, params, bank, frames, frame_indices, is_cond, num_frames, cond_masks, *, reverse: bool,
+               video_size: tuple[int, int], fill_hole_area: int, non_overlap: bool):
+  """Tracks a chunk of T frames: the new bank and per-frame outputs, with video-resolution masks.
+
+  frames (T, S, S, 3) uint8 at the model's input size; is_cond (T, B); cond_masks (T, B, 1, h, w):
+  the stored low-res logits of conditioning frames, which their video-resolution masks come from.
+  """
+  bank, ys = module.apply({"params": params}, bank, _normalize(frames), frame_indices, is_cond, num_frames,
+                          reverse=reverse, method=track.propagate)
+  ys["pred_masks"] = postprocess.fill_holes_on_device(ys["pred_masks"].astype(jnp.float32), fill_hole_area)
+  low_res = jnp.where(is_cond[:, :, None, None, None], cond_masks, ys["pred_masks"])
+  ys["video_res_masks"] = _video_res(low_res, video_size, non_overlap)
+  return bank, ys
 
 
 class SAM2VideoPredictor:
@@ -76,16 +94,18 @@ class SAM2VideoPredictor:
     Args:
       model: from `build_sam2` (use `build_sam2_video_predictor` for the official defaults).
       fill_hole_area: background holes of at most this many low-res pixels in a predicted mask are
-        filled (connected components on the CPU).
+        filled (8-connected components, on the device).
       non_overlap_masks: at each pixel only the highest-scoring object keeps a positive logit.
       add_all_frames_to_correct_as_cond: corrected frames become conditioning frames.
       chunk_size: frames per `lax.scan` call during propagation (a power of two).
     """
     if chunk_size < 1 or chunk_size & (chunk_size - 1):
       raise ValueError(f"chunk_size must be a power of two, got {chunk_size}.")
+    if not isinstance(fill_hole_area, (int, np.integer)) or fill_hole_area < 0:
+      raise ValueError(f"fill_hole_area must be a whole number of pixels >= 0, got {fill_hole_area!r}.")
     compilation_cache.enable()
     self.model = model
-    self.fill_hole_area = fill_hole_area
+    self.fill_hole_area = int(fill_hole_area)
     self.non_overlap_masks = non_overlap_masks
     self.add_all_frames_to_correct_as_cond = add_all_frames_to_correct_as_cond
     self.chunk_size = chunk_size
@@ -233,7 +253,8 @@ class SAM2VideoPredictor:
     out = _frame_step(self.model.module, self.model.params, bank, self._features(state, frame_idx), frame_idx,
                       state["num_frames"], None if points is None else jnp.asarray(points[0]),
                       None if points is None else jnp.asarray(points[1]), mask, prev_logits,
-                      is_init_cond_frame=is_init_cond_frame, reverse=reverse, run_mem_encoder=False)
+                      is_init_cond_frame=is_init_cond_frame, reverse=reverse, run_mem_encoder=False,
+                      fill_hole_area=self.fill_hole_area)
     temp[key][frame_idx] = self._to_host(out, 0, has_memory=False)
     masks = self._consolidate(state, frame_idx, is_cond)
     return frame_idx, list(state["obj_ids"]), self._video_res(state, masks)
@@ -313,36 +334,49 @@ class SAM2VideoPredictor:
       order = list(range(start_frame_idx, end + 1))
     if not order:
       return
-    obj_idxs = list(range(len(state["obj_ids"])))
-    outputs = [state["output_dict_per_obj"][o] for o in obj_idxs]
-    bank = self._build_bank(state, obj_idxs, order[0], reverse)
+    outputs = [state["output_dict_per_obj"][o] for o in range(len(state["obj_ids"]))]
+    chunks = [order[i:i + self.chunk_size] for i in range(0, len(order), self.chunk_size)]
+    bank = self._build_bank(state, list(range(len(outputs))), order[0], reverse)
     with tqdm.tqdm(total=len(order), desc="propagate in video") as bar:
-      pos = 0
-      while pos < len(order):
-        frames_idx = order[pos:pos + self.chunk_size]
-        n = len(frames_idx)
-        padded = 1 << (n - 1).bit_length()  # pad the last chunk to a power of two: few compilations
-        frames_idx_padded = frames_idx + [frames_idx[-1]] * (padded - n)
-        is_cond = np.array([[t in o[_COND] for o in outputs] for t in frames_idx_padded])
-        is_cond[n:] = True
-        frames = np.stack([state["images"][t] for t in frames_idx_padded])
-        bank, ys = _propagate(self.model.module, self.model.params, bank, jnp.asarray(frames),
-                              jnp.asarray(frames_idx_padded, jnp.int32), jnp.asarray(is_cond), num_frames,
-                              reverse=reverse)
+      bank, pending = self._dispatch_chunk(state, bank, chunks[0], outputs, reverse)
+      for k in range(len(chunks)):
+        frames_idx, is_cond, ys = pending
+        if k + 1 < len(chunks):  # the device works on the next chunk while this one is copied out and yielded
+          bank, pending = self._dispatch_chunk(state, bank, chunks[k + 1], outputs, reverse)
         ys = jax.device_get(ys)
         for i, t in enumerate(frames_idx):
-          masks = []
-          for o, out in zip(obj_idxs, outputs):
-            if is_cond[i, o]:
-              masks.append(out[_COND][t]["pred_masks"])
-            else:
-              entry = self._to_host(ys, (i, o))
-              out[_NON_COND][t] = entry
-              masks.append(entry["pred_masks"])
+          for o, out in enumerate(outputs):
+            if not is_cond[i, o]:
+              out[_NON_COND][t] = self._to_host(ys, (i, o))
             state["frames_tracked_per_obj"][o][t] = {"reverse": reverse}
           bar.update(1)
-          yield t, list(state["obj_ids"]), self._video_res(state, np.stack(masks))
-        pos += n
+          yield t, list(state["obj_ids"]), ys["video_res_masks"][i]
+
+  def _dispatch_chunk(self, state: State, bank: MemoryBank, frames_idx: list[int], outputs: list[dict],
+                      reverse: bool) -> tuple[MemoryBank, tuple[list[int], np.ndarray, dict[str, jax.Array]]]:
+    """Enqueues the propagation of one chunk of frames; returns (new bank, (frames, is_cond, outputs))."""
+    n = len(frames_idx)
+    padded = 1 << (n - 1).bit_length()  # pad the last chunk to a power of two: few compilations
+    frames_idx_padded = frames_idx + [frames_idx[-1]] * (padded - n)
+    is_cond = np.array([[t in o[_COND] for o in outputs] for t in frames_idx_padded])
+    is_cond[n:] = True  # padding frames stay out of the memory bank
+    size = self.image_size // 4
+    cond_shape = (padded, len(outputs), 1, size, size)
+    if is_cond[:n].any():
+      cond_masks = np.zeros(cond_shape, np.float32)
+      for i, o in zip(*np.nonzero(is_cond[:n])):
+        cond_masks[i, o] = outputs[o][_COND][frames_idx[i]]["pred_masks"]
+      cond_masks = jnp.asarray(cond_masks)
+    else:
+      cond_masks = jnp.zeros(cond_shape, jnp.float32)  # made on the device
+    frames = np.stack([state["images"][t] for t in frames_idx_padded])
+    bank, ys = _propagate(self.model.module, self.model.params, bank, jnp.asarray(frames),
+                          jnp.asarray(frames_idx_padded, jnp.int32), jnp.asarray(is_cond), state["num_frames"],
+                          cond_masks, reverse=reverse, video_size=(state["video_height"], state["video_width"]),
+                          fill_hole_area=self.fill_hole_area, non_overlap=self.non_overlap_masks)
+    for x in jax.tree.leaves(ys):
+      x.copy_to_host_async()
+    return bank, (frames_idx, is_cond, ys)
 
   def _preflight(self, state: State) -> None:
     """Encodes the memory of prompted frames and moves their outputs out of the temporary store."""
@@ -390,13 +424,11 @@ class SAM2VideoPredictor:
           bank.ptrs[b, t % lp], bank.ptr_frames[b, t % lp], bank.ptr_valid[b, t % lp] = entry["obj_ptr"], t, True
     return jax.tree.map(jnp.asarray, bank)
 
-  def _to_host(self, out, index, has_memory: bool = True) -> dict[str, np.ndarray | None]:
-    """One object's output of one frame, as stored on the host (hole filling applied)."""
+  @staticmethod
+  def _to_host(out, index, has_memory: bool = True) -> dict[str, np.ndarray | None]:
+    """One object's output of one frame, as stored on the host."""
     pick = lambda x: np.asarray(x[index])
-    pred_masks = pick(out["pred_masks"]).astype(np.float32)
-    if self.fill_hole_area > 0:
-      pred_masks = postprocess.fill_holes(pred_masks, self.fill_hole_area)
-    return dict(pred_masks=pred_masks, obj_ptr=pick(out["obj_ptr"]),
+    return dict(pred_masks=pick(out["pred_masks"]), obj_ptr=pick(out["obj_ptr"]),
                 object_score_logits=pick(out["object_score_logits"]),
                 maskmem_features=pick(out["maskmem_features"]) if has_memory else None)
 
