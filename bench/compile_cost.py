@@ -164,7 +164,10 @@ def measure(target: str) -> None:
         frames=jax.ShapeDtypeStruct((frames, size, size, 3), jnp.uint8, sharding=sharding),
         frame_indices=jax.ShapeDtypeStruct((frames,), jnp.int32, sharding=sharding),
         is_cond=jax.ShapeDtypeStruct((frames, _OBJECTS.value), jnp.bool_, sharding=sharding),
-        num_frames=jax.ShapeDtypeStruct((), jnp.int32, weak_type=True, sharding=sharding), reverse=False))
+        num_frames=jax.ShapeDtypeStruct((), jnp.int32, weak_type=True, sharding=sharding), reverse=False,
+        cond_masks=jax.ShapeDtypeStruct((frames, _OBJECTS.value, 1, size // 4, size // 4), jnp.float32,
+                                        sharding=sharding),
+        video_size=(540, 960), fill_hole_area=8, non_overlap=False))  # the bedroom video, the official builder
   if "encoder" in _PROGRAMS.value:
     config = get_model_config(_CONFIG.value, **overrides)
     programs["encoder"] = (image_predictor._set_images, dict(  # pylint: disable=protected-access
