@@ -8,13 +8,12 @@ before reading any array, so a changed config gets a message saying what changed
 skipped for an older one.
 """
 
-import contextlib
-import gc
+import functools
 import json
 import logging
 import os
 import sys
-from typing import Any, Iterator
+from typing import Any
 
 import jax
 from jax.experimental import multihost_utils
@@ -66,18 +65,16 @@ def restore(manager: ocp.CheckpointManager, target: Any,
   step was written with a different model, optimizer or data config (see `run_metadata`), and ValueError when
   no step restores.
   """
+  _hide_abandoned_read_reports()
   failures, found = [], None
-  with _quiet_abandoned_reads():
-    for step in sorted(manager.all_steps(), reverse=True):
-      try:
-        found = step, _restore_step(manager, step, target, metadata)
-        break
-      except CheckpointMismatchError:
-        raise
-      except Exception as e:  # pylint: disable=broad-exception-caught  # any failure to read: try an older step
-        failures.append((step, _reason(e)))
-    if failures:
-      gc.collect()  # the failed restores' abandoned reads report now, while quiet
+  for step in sorted(manager.all_steps(), reverse=True):
+    try:
+      found = step, _restore_step(manager, step, target, metadata)
+      break
+    except CheckpointMismatchError:
+      raise
+    except Exception as e:  # pylint: disable=broad-exception-caught  # any failure to read: try an older step
+      failures.append((step, _reason(e)))
   if found is None and failures:
     raise ValueError(f"No checkpoint in {manager.directory} restores: "
                      + "; ".join(f"step {step}: {reason}" for step, reason in failures)
@@ -92,20 +89,26 @@ def restore(manager: ocp.CheckpointManager, target: Any,
   return found
 
 
-@contextlib.contextmanager
-def _quiet_abandoned_reads() -> Iterator[None]:
-  """Silences the reads that a failed Orbax restore abandons: as they end on its closed event loop or are
-  garbage-collected, each reports a long traceback (through asyncio's logger, sys.unraisablehook or
-  sys.excepthook), where the skipped step's one line says enough."""
-  asyncio_logger = logging.getLogger("asyncio")
-  saved = asyncio_logger.disabled, sys.unraisablehook, sys.excepthook
-  asyncio_logger.disabled = True
-  sys.unraisablehook = lambda unraisable: None
-  sys.excepthook = lambda *args: None
-  try:
-    yield
-  finally:
-    asyncio_logger.disabled, sys.unraisablehook, sys.excepthook = saved
+@functools.cache
+def _hide_abandoned_read_reports() -> None:
+  """Drops what the reads abandoned by a failed Orbax restore report: when one read fails, Orbax closes its event
+  loop with the others in flight, and each later reports a long traceback as TensorStore completes it on the closed
+  loop (sys.unraisablehook) or as its task or coroutine is garbage-collected (asyncio's logger,
+  sys.unraisablehook). The skipped step's one line says enough; every other report passes."""
+  def abandoned_read(unraisable) -> bool:
+    exc, code = unraisable.exc_value, getattr(unraisable.object, "cr_code", None)
+    return ((isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed")
+            or (code is not None and f"{os.sep}orbax{os.sep}" in code.co_filename))
+
+  previous = sys.unraisablehook
+  sys.unraisablehook = lambda unraisable: None if abandoned_read(unraisable) else previous(unraisable)
+
+  def not_abandoned_read(record: logging.LogRecord) -> bool:
+    message = record.getMessage()
+    return not (("never retrieved" in message or "destroyed but it is pending" in message)
+                and ("orbax" in message or "TensorStore" in message))
+
+  logging.getLogger("asyncio").addFilter(not_abandoned_read)
 
 
 def _restore_step(manager: ocp.CheckpointManager, step: int, target: Any, metadata: dict[str, Any]) -> dict[str, Any]:
