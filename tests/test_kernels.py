@@ -107,3 +107,44 @@ def test_valid_keys_first_equals_masking(attention_case):
   grad_k = jax.grad(lambda k: valid_keys_first(q, k, v, key_mask, "xla").sum())(k)
   assert not np.asarray(grad_k)[~np.asarray(key_mask)].any()
   assert np.isfinite(np.asarray(valid_keys_first(q, k, v, key_mask.at[1].set(False), "xla"))).all()
+
+
+def test_xla_set_on_an_nvidia_gpu(monkeypatch, attention_case):
+  """Where cuDNN takes the shapes, the XLA set asks for it, a key mask as valid keys first; else XLA's attention."""
+  q, k, v, key_mask, expected = attention_case
+  requested = []
+  xla_attention = jax.nn.dot_product_attention
+
+  def fake_attention(*args, implementation=None, **kwargs):  # records the request, computes with XLA's attention
+    requested.append((implementation, kwargs.get("key_value_seq_lengths") is not None))
+    if implementation == "cudnn" and args[0].shape[-1] == 24:
+      raise NotImplementedError("head dim")
+    return xla_attention(*args, **kwargs)
+
+  monkeypatch.setattr(jax.nn, "dot_product_attention", fake_attention)
+  monkeypatch.setattr(kernels, "_cudnn_supports", lambda q: True)
+  _close(kernels.attention(q, k, v, "xla", key_mask=key_mask), expected)
+  assert requested == [("cudnn", True)]
+  requested.clear()
+  kernels.attention(q[..., :8], k[..., :8], v[..., :8], "xla")
+  assert requested == [("cudnn", False)]
+  requested.clear()
+  kernels.attention(jnp.tile(q, 3)[..., :24], jnp.tile(k, 3)[..., :24], jnp.tile(v, 3)[..., :24], "xla")
+  assert requested == [("cudnn", False), (None, False)]  # rejected by cuDNN: XLA's attention
+
+
+def test_cudnn_supports(monkeypatch):
+  class Device:
+    compute_capability = "8.0"
+
+  monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+  monkeypatch.setattr(jax, "devices", lambda: [Device()])
+  cudnn_supports = kernels._cudnn_supports  # pylint: disable=protected-access
+  supports = lambda dtype, head_dim: cudnn_supports(jnp.zeros((1, 4, 1, head_dim), dtype))
+  assert supports(jnp.bfloat16, 96) and supports(jnp.float16, 128)
+  assert not supports(jnp.float32, 96)  # cuDNN's flash attention is bf16/fp16 only
+  assert not supports(jnp.bfloat16, 100) and not supports(jnp.bfloat16, 256)
+  Device.compute_capability = "9.0"  # Hopper: head dims up to 256 (memory attention)
+  assert supports(jnp.bfloat16, 256)
+  monkeypatch.setattr(jax, "default_backend", lambda: "tpu")
+  assert not supports(jnp.bfloat16, 96)

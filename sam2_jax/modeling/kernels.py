@@ -186,7 +186,7 @@ def _valid_keys_first(q, k, v, key_mask, implementation):
   order = jnp.argsort(~key_mask, axis=1, stable=True)
   take = lambda x: jnp.take_along_axis(x, order[:, :, None, None], axis=1)
   lengths = key_mask.sum(axis=1, dtype=jnp.int32)
-  lengths = jnp.where(lengths == 0, key_mask.shape[1], lengths)  # no valid key: a finite result, as masking gives
+  lengths = jnp.where(lengths == 0, key_mask.shape[1], lengths)  # no valid key: all keys, so the result stays finite
   return jax.nn.dot_product_attention(q, take(k), take(v), key_value_seq_lengths=lengths,
                                       implementation=implementation)
 
@@ -205,8 +205,11 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, kernels: str,
   if kernel_set == "cpu" and b * n * tq * tk * 4 > _CHUNK_SCORE_BYTES and tq > max(1, _CHUNK_ROWS // n):
     return _chunked_attention(q, k, v, key_mask)
   if kernel_set == "xla" and _cudnn_supports(q):
-    if key_mask is None:
-      return jax.nn.dot_product_attention(q, k, v, implementation="cudnn")
-    return _valid_keys_first(q, k, v, key_mask, "cudnn")
+    try:
+      if key_mask is None:
+        return jax.nn.dot_product_attention(q, k, v, implementation="cudnn")
+      return _valid_keys_first(q, k, v, key_mask, "cudnn")
+    except NotImplementedError:  # shapes that this cuDNN version's flash attention rejects: XLA's attention
+      pass
   mask = None if key_mask is None else key_mask[:, None, None, :]
   return jax.nn.dot_product_attention(q, k, v, mask=mask)
