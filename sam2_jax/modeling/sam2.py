@@ -12,8 +12,8 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from sam2_jax.modeling.image_encoder import ImageEncoder
 from sam2_jax.modeling import kernels
+from sam2_jax.modeling.image_encoder import ImageEncoder
 from sam2_jax.modeling.layers import Conv, Dense, MLP
 from sam2_jax.modeling.mask_decoder import MaskDecoder
 from sam2_jax.modeling.memory_attention import MemoryAttention
@@ -42,7 +42,7 @@ class SAM2(nn.Module):
 
   def setup(self):
     c = self.config
-    kernels.resolve(c.kernels)  # an unknown setting fails here, before anything is traced
+    kernels.resolve(c.kernels)  # an unknown setting fails here, whichever method runs first
     dtype = jnp.dtype(c.compute_dtype)
     kw = dict(dtype=dtype, kernels=c.kernels)
     self.image_encoder = ImageEncoder.from_config(c, dtype=dtype)
