@@ -1,7 +1,7 @@
 r"""Trains SAM 2 on mixed image and video data.
 
   python train.py --config=configs/train.py:demo --workdir=/tmp/sam2_demo
-  python train.py --config=configs/train.py:sa1b_sav_b+ --workdir=gs://... \
+  python train.py --config=configs/train.py:sa1b_sav_b+ --workdir=/data/runs/b+ \
       --config.data.sources.sa1b.paths='/data/sa1b/*.array_record' --config.data.sources.sav.paths=...
 
 The run resumes from the newest checkpoint in --workdir that restores (params, optimizer state, step,
@@ -15,15 +15,15 @@ first drops the lines of steps after its checkpoint) and to a progress line; per
 import functools
 import json
 import os
-import sys
 import time
-from typing import NoReturn
 
 from absl import app
 from absl import flags
 import ml_collections
 from ml_collections import config_flags
 
+from sam2_jax import cli
+from sam2_jax import compilation_cache
 from sam2_jax import huge_pages
 from sam2_jax.training import sharding  # first: multi-host initialisation precedes any JAX call
 
@@ -50,18 +50,6 @@ def prepare_synthetic(config, data_dir: str) -> None:
   config.eval_data = os.path.join(data_dir, "vos_eval")
 
 
-def make_workdir(path: str) -> str:
-  """The absolute path of --workdir, created if missing; ValueError when it cannot be."""
-  workdir = os.path.abspath(path)
-  try:
-    os.makedirs(workdir, exist_ok=True)
-  except OSError as e:
-    raise ValueError(f"Cannot create --workdir {workdir}: {e.strerror or e}.") from None
-  if not os.access(workdir, os.W_OK):
-    raise ValueError(f"Cannot write to --workdir {workdir}.")
-  return workdir
-
-
 def check_config(config: ml_collections.ConfigDict) -> ml_collections.FrozenConfigDict:
   """The model config of a training config; ValueError for the errors that would otherwise surface only after
   generating data or compiling."""
@@ -81,8 +69,7 @@ def check_config(config: ml_collections.ConfigDict) -> ml_collections.FrozenConf
 
 
 def main(argv):
-  if len(argv) > 1:
-    _exit_with_error(f"unexpected arguments: {' '.join(argv[1:])}")
+  del argv
   sharding.maybe_initialize_distributed()
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
@@ -101,9 +88,9 @@ def main(argv):
   # compiling anything.
   try:
     model_config = check_config(config)
-    workdir = make_workdir(_WORKDIR.value)
-    if config.compilation_cache_dir:
-      jax.config.update("jax_compilation_cache_dir", os.path.expanduser(config.compilation_cache_dir))
+    workdir = os.path.abspath(_WORKDIR.value)
+    cli.make_output_dir(workdir, "workdir")
+    compilation_cache.enable(config.compilation_cache_dir)
     if config.synthetic.generate:
       prepare_synthetic(config, os.path.join(workdir, "data"))
     dataset = pipeline.make_dataset(config.data, jax.process_index(), jax.process_count(), seed=config.seed)
@@ -124,7 +111,7 @@ def main(argv):
     restored = checkpointing.restore(manager, jax.tree.map(
         lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract_state, state_shardings), metadata)
   except ValueError as e:
-    _exit_with_error(str(e))
+    cli.fail(str(e))
 
   data_iter = iter(dataset)
   stats = pipeline.DataStats(pipeline.source_names(config.data))
@@ -221,27 +208,16 @@ def main(argv):
     jsonl.close()
 
 
-def _exit_with_error(message: str) -> NoReturn:
-  print("error: " + " ".join(message.split()), file=sys.stderr)
-  sys.exit(2)
-
-
 def _parse_flags(argv: list[str]) -> list[str]:
   """absl flag parsing, with a bad flag, config file or config field reported like any other bad argument."""
   try:
-    argv = flags.FLAGS(argv)
-    _CONFIG.value.get("model_name")  # a config file that failed to load raises when first used
-    return argv
-  except flags.Error as e:
-    # A failing config file's traceback is embedded in the message: its last line says what went wrong.
-    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
-    _exit_with_error(lines[0] if len(lines) == 1 else f"{lines[0]} {lines[-1]}")
+    return cli.parse_flags(argv, check=lambda: _CONFIG.value.get("model_name"))
   except OSError as e:  # ml_collections: a config file that cannot be read
-    _exit_with_error(f"cannot load --config: {str(e.__cause__ or e).strip().splitlines()[-1].strip()}")
+    cli.fail(f"cannot load --config: {str(e.__cause__ or e).strip().splitlines()[-1].strip()}")
   except AttributeError as e:  # ml_collections: `--config.<field>=...` for a field the config does not have
     field = str(e).strip("\"'")
     named = [a.split("=")[0] for a in argv if a.startswith("--config.") and field in a.split("=")[0].split(".")]
-    _exit_with_error(f"{named[0] if named else field}: the config has no field {field!r}.")
+    cli.fail(f"{named[0] if named else field}: the config has no field {field!r}.")
 
 
 if __name__ == "__main__":

@@ -15,12 +15,19 @@ def fail(message: str) -> NoReturn:
   sys.exit(2)
 
 
-def parse_flags(argv: list[str]) -> list[str]:
-  """absl flag parsing; a malformed, unknown, out-of-bounds or missing required flag, or a stray argument, fails."""
+def parse_flags(argv: list[str], check: Callable[[], object] | None = None) -> list[str]:
+  """absl flag parsing; a malformed, unknown, out-of-bounds or missing required flag, or a stray argument, fails.
+
+  `check` runs after parsing, for flags whose values load lazily (a config file raises when first read).
+  """
   try:
     argv = flags.FLAGS(argv)
+    if check is not None:
+      check()
   except flags.Error as e:
-    fail(str(e))
+    # A config file that fails to load embeds its traceback in the message: the last line says what went wrong.
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    fail(" ".join(dict.fromkeys(lines[:1] + lines[-1:])))
   if len(argv) > 1:
     fail(f"unexpected arguments: {' '.join(argv[1:])}")
   return argv

@@ -46,14 +46,6 @@ def _logged(workdir):
     return [r for r in map(json.loads, f) if "loss" in r]
 
 
-@pytest.fixture(scope="module")
-def full_run(tmp_path_factory):
-  """A 5-step run with checkpoints at steps 2, 4 and 5 (and its compilation caches)."""
-  tmp_path = tmp_path_factory.mktemp("train")
-  _train(tmp_path, tmp_path / "full", 5, "--config.checkpoint_every=2", "--config.keep_checkpoints=5")
-  return tmp_path
-
-
 def _resumable_copy(full_run, workdir, steps):
   """`workdir` holding `steps` of the full run's checkpoints, its metrics and (a link to) its data."""
   for step in steps:

@@ -29,10 +29,23 @@ def test_unknown_config_field(tmp_path):
   assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("args, expected", [
+    (["--config.num_steps=x"], "error: flag --config.num_steps=x: invalid literal for int() with base 10: 'x'"),
+    (["--config=configs/train.py:nope"], "error: flag --config=configs/train.py:nope: Error whilst parsing config "
+     "file: ValueError: Unknown training config 'nope'; expected demo, finetune_vos or sa1b_sav_{t,s,b+,l}."),
+    (["--config=configs/nope.py"], "error: cannot load --config: [Errno 2] No such file or directory: "
+     "'configs/nope.py'"),
+    (["extra"], "error: unexpected arguments: extra"),
+])
+def test_bad_flags(tmp_path, args, expected):
+  assert _error(_train(tmp_path, tmp_path / "run", *args)) == expected
+  assert not (tmp_path / "run").exists()
+
+
 def test_workdir_that_cannot_be_created(tmp_path):
   (tmp_path / "file").write_text("")
   workdir = tmp_path / "file" / "run"
-  assert _error(_train(tmp_path, workdir)) == f"error: Cannot create --workdir {workdir}: Not a directory."
+  assert _error(_train(tmp_path, workdir)) == f"error: cannot create --workdir {str(workdir)!r}: Not a directory."
 
 
 def test_bad_image_size_fails_before_generating_data(tmp_path):
