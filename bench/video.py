@@ -216,15 +216,21 @@ def run_official(folder: str) -> tuple[dict, dict[str, np.ndarray]]:
       counter = official_flop_counter()
       with counter:
         warmup_s, _ = propagate(predictor, state, num_frames)
-      seconds = []
-      for _ in range(_REPEATS.value):
-        t, case_masks = propagate(predictor, state, num_frames)
-        seconds.append(t)
-        print(f"  official: {num_frames} frames, {num_objects} object(s) in {t:.2f} s", flush=True)
+      seconds, case_masks = timed_runs("official", predictor, state, num_frames, num_objects)
       masks[f"{num_frames}_{num_objects}"] = np.stack(case_masks)
       results.append(dict(frames=num_frames, objects=num_objects, seconds=seconds, warmup_s=warmup_s,
                           flops_per_frame=counter.get_total_flops() / num_frames, unresolved=0))
   return dict(matmul_flops=max(rate, torch_matmul_rate(_MATMUL_SIZE.value)), cases=results), masks
+
+
+def timed_runs(label: str, predictor, state, num_frames: int, num_objects: int) -> tuple[list[float], list]:
+  """--repeats timed propagations: (seconds of each, the last one's masks)."""
+  seconds = []
+  for _ in range(_REPEATS.value):
+    t, case_masks = propagate(predictor, state, num_frames)
+    seconds.append(t)
+    print(f"  {label}: {num_frames} frames, {num_objects} object(s) in {t:.2f} s", flush=True)
+  return seconds, case_masks
 
 
 def run_jax(dtype: str, folder: str) -> tuple[dict, dict[str, np.ndarray]]:
@@ -254,11 +260,7 @@ def run_jax(dtype: str, folder: str) -> tuple[dict, dict[str, np.ndarray]]:
     finally:
       video_predictor._propagate = recorder.fn  # pylint: disable=protected-access
     executed, unresolved = recorder.executed_flops()
-    seconds = []
-    for _ in range(_REPEATS.value):
-      t, case_masks = propagate(predictor, state, num_frames)
-      seconds.append(t)
-      print(f"  jax {dtype}: {num_frames} frames, {num_objects} object(s) in {t:.2f} s", flush=True)
+    seconds, case_masks = timed_runs(f"jax {dtype}", predictor, state, num_frames, num_objects)
     masks[f"{num_frames}_{num_objects}"] = np.stack(case_masks)
     results.append(dict(frames=num_frames, objects=num_objects, seconds=seconds, warmup_s=warmup_s,
                         flops_per_frame=executed / num_frames, unresolved=unresolved))
