@@ -23,7 +23,6 @@ import ml_collections
 from ml_collections import config_flags
 
 from sam2_jax import cli
-from sam2_jax import compilation_cache
 from sam2_jax import huge_pages
 from sam2_jax.training import sharding  # first: multi-host initialisation precedes any JAX call
 
@@ -90,7 +89,8 @@ def main(argv):
     model_config = check_config(config)
     workdir = os.path.abspath(_WORKDIR.value)
     cli.make_output_dir(workdir, "workdir")
-    compilation_cache.enable(config.compilation_cache_dir)
+    if config.compilation_cache_dir:  # the config's directory wins over JAX_COMPILATION_CACHE_DIR
+      jax.config.update("jax_compilation_cache_dir", os.path.expanduser(config.compilation_cache_dir))
     if config.synthetic.generate:
       prepare_synthetic(config, os.path.join(workdir, "data"))
     dataset = pipeline.make_dataset(config.data, jax.process_index(), jax.process_count(), seed=config.seed)

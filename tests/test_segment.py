@@ -41,6 +41,8 @@ def _segment(*args, cache_dir=None):
   env = dict(os.environ)
   if cache_dir:
     env.update(JAX_COMPILATION_CACHE_DIR=cache_dir, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
+  else:  # runs that stop at an argument check: no restart for huge pages
+    env.update(SAM2_JAX_HUGE_PAGES="0")
   return subprocess.run([sys.executable, "-m", "sam2_jax.segment", *map(str, args)], capture_output=True,
                         text=True, cwd=ROOT, env=env, timeout=600)
 
