@@ -14,7 +14,10 @@ time of `Lowered.compile()`:
     PYTHONPATH for this measurement only. Autotuning needs a device, so it is off, as is Triton
     GEMM fusion (`--h100_xla_flags`); on a real GPU compilation also autotunes and takes longer.
     The program is traced on this machine, where `jax.default_backend()` is "cpu": when the model
-    config has a `kernels` field, it is set to `--h100_kernels` for this target.
+    config has a `kernels` field, it is set to `--h100_kernels` for this target, and the tracing
+    runs under `kernels.assume_gpu("9.0")` where the tree has it, so that attention goes to cuDNN
+    as on an H100. (JAX itself, finding no GPU, takes cuDNN attention only up to head dim 128:
+    memory attention, head dim 256, stays on XLA's attention here, but not on a real H100.)
 The persistent compilation cache is off in every measurement.
 
 Each (code tree, target) pair runs in its own subprocess whose PYTHONPATH and working directory
@@ -28,6 +31,7 @@ the new code is cheaper). Timings move with the machine's load: compare only wit
   .venv/bin/python -m bench.compile_cost --targets=cpu --programs=encoder --image_size=512   # a quick run
 """
 
+import contextlib
 import glob
 import inspect
 import json
@@ -93,6 +97,7 @@ dnn_version_info { major: 9 minor: 10 }
 runtime_version { major: 13 minor: 0 }
 device_description_str: "NVIDIA H100 80GB HBM3"
 """
+H100_COMPUTE_CAPABILITY = "9.0"
 
 
 # ------------------------------------------------------------------------------ child: one tree, one target
@@ -177,7 +182,8 @@ def measure(target: str) -> None:
   for name, (fn, known) in programs.items():
     args, kwargs = _call_args(fn, known)
     start = time.perf_counter()
-    lowered = fn.lower(*args, **kwargs)
+    with _as_traced_on_target(target):
+      lowered = fn.lower(*args, **kwargs)
     lower_s = time.perf_counter() - start
     ops = _count_stablehlo_ops(lowered)
     start = time.perf_counter()
@@ -185,6 +191,17 @@ def measure(target: str) -> None:
     compile_s = time.perf_counter() - start
     print("RESULT " + json.dumps(dict(program=name, target=target, ops=ops, lower_s=lower_s, compile_s=compile_s,
                                       kernels=known["module"].config.get("kernels", "-"))), flush=True)
+
+
+def _as_traced_on_target(target: str) -> contextlib.AbstractContextManager:
+  """For the h100 target, the kernel choices of an H100 (cuDNN attention) where the tree makes them."""
+  try:
+    from sam2_jax.modeling import kernels
+  except ImportError:  # a tree from before kernels were chosen per backend
+    return contextlib.nullcontext()
+  if target == "h100" and hasattr(kernels, "assume_gpu"):
+    return kernels.assume_gpu(H100_COMPUTE_CAPABILITY)
+  return contextlib.nullcontext()
 
 
 # ------------------------------------------------------------------------------ parent

@@ -148,3 +148,16 @@ def test_cudnn_supports(monkeypatch):
   assert supports(jnp.bfloat16, 256)
   monkeypatch.setattr(jax, "default_backend", lambda: "tpu")
   assert not supports(jnp.bfloat16, 96)
+
+
+def test_assume_gpu_traces_cudnn_attention_on_the_cpu():
+  """Under `assume_gpu`, attention is chosen as on that GPU while tracing on the CPU (ahead-of-time compilation)."""
+  q = jnp.zeros((1, 16, 2, 64), jnp.bfloat16)
+  cudnn_supports = kernels._cudnn_supports  # pylint: disable=protected-access
+  assert not cudnn_supports(q)
+  with kernels.assume_gpu("8.0"):
+    assert cudnn_supports(q) and not cudnn_supports(jnp.zeros((1, 16, 1, 256), jnp.bfloat16))
+    with kernels.assume_gpu("9.0"):
+      assert cudnn_supports(jnp.zeros((1, 16, 1, 256), jnp.bfloat16))
+    assert cudnn_supports(q)
+  assert not cudnn_supports(q)

@@ -8,7 +8,7 @@ import numpy as np
 
 from sam2_jax.build_sam import get_model_config
 from sam2_jax.modeling import track
-from sam2_jax.modeling.memory_bank import MemoryBank, recent_frame, select_cond
+from sam2_jax.modeling.memory_bank import MemoryBank, recent_frames, select_cond
 from sam2_jax.modeling.sam2 import SAM2, use_multimask
 
 
@@ -31,12 +31,14 @@ def test_carried_state_does_not_grow_with_video_length():
   assert nbytes < 3 * (7 * 16 * 16 * 64 * 2 + 16 * 256 * 4 + 4096)
 
 
-def test_recent_frame_rule():
+def test_recent_frames_rule():
   # stride 1: t-1 ... t-6 (t_pos 6 is the previous frame); reverse mirrors it.
-  assert [recent_frame(10, t_pos, 7, 1, False) for t_pos in range(1, 7)] == [4, 5, 6, 7, 8, 9]
-  assert [recent_frame(10, t_pos, 7, 1, True) for t_pos in range(1, 7)] == [16, 15, 14, 13, 12, 11]
-  # stride 3: the previous frame, then every 3rd frame before t-1.
-  assert [recent_frame(10, t_pos, 7, 3, False) for t_pos in range(1, 7)] == [-6, -3, 0, 3, 6, 9]
+  frames = lambda t, stride, reverse: recent_frames(jnp.array(t), 7, stride, reverse).tolist()
+  assert frames([10, 3], 1, False) == [[4, 5, 6, 7, 8, 9], [-3, -2, -1, 0, 1, 2]]
+  assert frames([10], 1, True) == [[16, 15, 14, 13, 12, 11]]
+  # stride 3: the previous frame, then every 3rd frame before t-1 (after t+1 in reverse).
+  assert frames([10], 3, False) == [[-6, -3, 0, 3, 6, 9]]
+  assert frames([10], 3, True) == [[24, 21, 18, 15, 12, 11]]
 
 
 def test_select_closest_cond_frames():

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from sam2_jax.modeling import kernels
-from sam2_jax.modeling.layers import Dense, MLP, gelu, layer_norm
+from sam2_jax.modeling.layers import Dense, MLP, gelu, layer_norm, repeating_runs, scan_layers
 
 Dtype = Any
 
@@ -246,14 +246,17 @@ class Hiera(nn.Module):
                                   (1, self.embed_dim, self.window_spec[0], self.window_spec[0]))
     x = x + self.pos_embed_for(pos_embed, pos_embed_window, x.shape[1:3]).astype(x.dtype)
 
-    stage_ends = set(self.stage_ends)
-    outputs = []
-    for i, spec in enumerate(self.block_specs()):
-      x = MultiScaleBlock(spec.dim, spec.dim_out, spec.num_heads, drop_path=spec.drop_path,
-                          q_stride=spec.q_stride, window_size=spec.window_size, dtype=self.dtype,
-                          kernels=self.kernels, name=f"blocks_{i}")(x, deterministic)
-      if i in stage_ends:
-        outputs.append(x)
+    specs = self.block_specs()
+    blocks = [MultiScaleBlock(spec.dim, spec.dim_out, spec.num_heads, drop_path=spec.drop_path,
+                              q_stride=spec.q_stride, window_size=spec.window_size, dtype=self.dtype,
+                              kernels=self.kernels, name=f"blocks_{i}") for i, spec in enumerate(specs)]
+    outputs, stage_start = [], 0
+    for stage_end in self.stage_ends:  # repeating blocks of a stage run as one scan
+      for start, period, repeats in repeating_runs(specs[stage_start:stage_end + 1]):
+        run = blocks[stage_start + start:stage_start + start + period * repeats]
+        x = scan_layers(run, x, deterministic, period=period)
+      outputs.append(x)
+      stage_start = stage_end + 1
     return outputs
 
 

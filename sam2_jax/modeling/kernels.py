@@ -13,8 +13,9 @@ model config field) picks one of two implementations with the same params and th
   lower for a platform other than the default one (ahead-of-time compilation), name the set.
 """
 
+import contextlib
 import functools
-from typing import Any
+from typing import Any, Iterator
 
 import jax
 import jax.numpy as jnp
@@ -164,12 +165,38 @@ def _chunked_attention(q, k, v, key_mask):
   return out[:, :tq]
 
 
+# The compute capability that `assume_gpu` sets while tracing for a GPU on another backend.
+_assumed_gpu: str | None = None
+
+
+@contextlib.contextmanager
+def assume_gpu(compute_capability: str) -> Iterator[None]:
+  """Traces as for an NVIDIA GPU of `compute_capability` (e.g. "9.0") whatever the default backend.
+
+  For compiling ahead of time for a GPU target on a machine without one: attention then goes to
+  cuDNN where that GPU's cuDNN would take it, as it does when traced on the GPU itself.
+  """
+  global _assumed_gpu
+  previous, _assumed_gpu = _assumed_gpu, compute_capability
+  try:
+    yield
+  finally:
+    _assumed_gpu = previous
+
+
+def _gpu_compute_capability() -> str | None:
+  """The default device's compute capability when it is an NVIDIA GPU (or one is assumed), else None."""
+  if _assumed_gpu is not None:
+    return _assumed_gpu
+  if jax.default_backend() != "gpu":
+    return None
+  return getattr(jax.devices()[0], "compute_capability", None)  # absent on ROCm
+
+
 def _cudnn_supports(q: jax.Array) -> bool:
-  """Whether cuDNN flash attention takes these queries on the default device (an NVIDIA GPU)."""
-  if jax.default_backend() != "gpu" or q.dtype not in (jnp.bfloat16, jnp.float16):
-    return False
-  capability = getattr(jax.devices()[0], "compute_capability", None)  # absent on ROCm
-  if capability is None:
+  """Whether cuDNN flash attention takes these queries on the target GPU (see `_gpu_compute_capability`)."""
+  capability = _gpu_compute_capability()
+  if capability is None or q.dtype not in (jnp.bfloat16, jnp.float16):
     return False
   head_dim = q.shape[-1]
   max_head_dim = 256 if tuple(map(int, capability.split("."))) >= (9, 0) else 128

@@ -1,10 +1,11 @@
 """Small building blocks shared by the SAM 2 modules (the official `sam2_utils.py`)."""
 
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax.linen.dtypes import promote_dtype
 
 from sam2_jax.modeling import kernels
@@ -13,13 +14,72 @@ Dtype = Any
 
 
 def gelu(x: jnp.ndarray) -> jnp.ndarray:
-  """Exact (erf) GELU, as torch.nn.GELU()."""
-  return jax.nn.gelu(x, approximate=False)
+  """Exact GELU, x / 2 (1 + erf(x / sqrt 2)), computed in float32 as torch.nn.GELU() computes it.
+
+  `lax.erf` is one HLO op, which GPU compilers expand only when emitting code; `jax.nn.gelu` goes
+  through erfc, whose polynomial expansion makes XLA's GPU fusion pass several times slower.
+  """
+  x32 = x.astype(jnp.float32)
+  return (0.5 * x32 * (1.0 + jax.lax.erf(x32 * np.float32(1 / np.sqrt(2))))).astype(x.dtype)
 
 
 def layer_norm(eps: float, name: str | None = None) -> nn.LayerNorm:
   """LayerNorm over the last axis with torch's numerics (two-pass variance, float32 statistics)."""
   return nn.LayerNorm(epsilon=eps, use_fast_variance=False, dtype=jnp.float32, name=name)
+
+
+def scan_layers(layers: Sequence[nn.Module], x: jnp.ndarray, *args, period: int = 1, **kwargs) -> jnp.ndarray:
+  """`layers[-1](... layers[0](x, *args, **kwargs) ...)` as one `lax.scan` over the layers' stacked params.
+
+  `layers` are submodules of the calling module that repeat with `period`: `layers[i]` and
+  `layers[i + period]` have equal definitions but for their names. Their params stay one subtree
+  per layer (the official state dict's `layers.0`, `layers.1`, ...). The program holds one copy of
+  the `period` layers instead of one per layer, which keeps compile times down. While the params
+  are being initialised the layers run one by one, creating them. Each layer gets its own
+  "dropout" rng when the caller has one.
+  """
+  first = layers[0]
+  if len(layers) == period or first.is_initializing():
+    for layer in layers:
+      x = layer(x, *args, **kwargs)
+    return x
+  if len(layers) % period:
+    raise ValueError(f"{len(layers)} layers are not a whole number of periods of {period}.")
+  repeats = len(layers) // period
+  stack = lambda trees: jax.tree.map(lambda *p: jnp.stack(p), *trees)
+  params = [stack([layer.variables["params"] for layer in layers[j::period]]) for j in range(period)]
+  has_rng = first.has_rng("dropout")
+  rngs = (jax.random.split(first.make_rng("dropout"), (repeats, period)) if has_rng
+          else jnp.zeros((repeats, period)))
+  layer_defs = [layer.clone(parent=None, name=None) for layer in layers[:period]]
+
+  def body(x, per_repeat):
+    params, rng = per_repeat
+    for j, layer_def in enumerate(layer_defs):
+      x = layer_def.apply({"params": params[j]}, x, *args, **kwargs, rngs={"dropout": rng[j]} if has_rng else None)
+    return x, None
+
+  return jax.lax.scan(body, x, (params, rngs))[0]
+
+
+def repeating_runs(keys: Sequence[Any]) -> list[tuple[int, int, int]]:
+  """Splits `keys` into runs (start, period, repeats) of a pattern repeated back to back, greedily
+  from the left, each run covering as many keys as it can (the shortest period on ties).
+
+  [a, b, c, b, c, b, c, d] -> [(0, 1, 1), (1, 2, 3), (7, 1, 1)].
+  """
+  runs, i, n = [], 0, len(keys)
+  while i < n:
+    best = (1, 1)
+    for period in range(1, (n - i) // 2 + 1):
+      repeats = 1
+      while keys[i + repeats * period:i + (repeats + 1) * period] == keys[i:i + period]:
+        repeats += 1
+      if repeats > 1 and period * repeats > best[0] * best[1]:
+        best = (period, repeats)
+    runs.append((i, *best))
+    i += best[0] * best[1]
+  return runs
 
 
 class Dense(nn.Module):

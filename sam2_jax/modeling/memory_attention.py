@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from sam2_jax.modeling import kernels
-from sam2_jax.modeling.layers import Dense, layer_norm
+from sam2_jax.modeling.layers import Dense, layer_norm, scan_layers
 from sam2_jax.modeling.position_encoding import apply_rope, axial_rope_angles
 
 Dtype = Any
@@ -151,10 +151,9 @@ class MemoryAttention(nn.Module):
     """
     if memory.shape[-1] != self.kv_in_dim:
       raise ValueError(f"memory has {memory.shape[-1]} channels, expected kv_in_dim={self.kv_in_dim}.")
-    x = curr + 0.1 * curr_pos
-    for i in range(self.num_layers):
-      x = MemoryAttentionLayer(self.d_model, self.dim_feedforward, self.dropout, self.rope_theta,
-                               dtype=self.dtype, kernels=self.kernels, name=f"layers_{i}")(
-                                   x, memory, memory_pos, num_k_exclude_rope=num_obj_ptr_tokens,
-                                   memory_mask=memory_mask, deterministic=deterministic)
+    layers = [MemoryAttentionLayer(self.d_model, self.dim_feedforward, self.dropout, self.rope_theta,
+                                   dtype=self.dtype, kernels=self.kernels, name=f"layers_{i}")
+              for i in range(self.num_layers)]
+    x = scan_layers(layers, curr + 0.1 * curr_pos, memory, memory_pos, num_k_exclude_rope=num_obj_ptr_tokens,
+                    memory_mask=memory_mask, deterministic=deterministic)
     return layer_norm(1e-5, name="norm")(x).astype(x.dtype)

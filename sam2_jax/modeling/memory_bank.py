@@ -97,25 +97,39 @@ def select_cond(frames: jnp.ndarray, valid: jnp.ndarray, frame_idx, max_cond: in
   return chosen | (valid & ~chosen & (rank < num_remain))
 
 
-def recent_frame(frame_idx, t_pos: int, num_maskmem: int, stride: int, reverse: bool):
-  """The frame that memory position t_pos (1 = oldest) holds for frame t (official stride rule)."""
-  t_rel = num_maskmem - t_pos
-  if t_rel == 1:
-    return frame_idx + 1 if reverse else frame_idx - 1
+def recent_frames(frame_idx: jnp.ndarray, num_maskmem: int, stride: int, reverse: bool) -> jnp.ndarray:
+  """The frames (B, num_maskmem - 1) that memory positions t_pos = 1 (oldest) .. num_maskmem - 1 hold
+  for frames `frame_idx` (B,), by the official stride rule: the adjacent frame, then every
+  `stride`-th frame before it."""
+  t_rel = num_maskmem - jnp.arange(1, num_maskmem)
+  f = frame_idx[:, None]
   if reverse:
-    return -(-(frame_idx + 2) // stride) * stride + (t_rel - 2) * stride
-  return ((frame_idx - 2) // stride) * stride - (t_rel - 2) * stride
+    return jnp.where(t_rel == 1, f + 1, -(-(f + 2) // stride) * stride + (t_rel - 2) * stride)
+  return jnp.where(t_rel == 1, f - 1, ((f - 2) // stride) * stride - (t_rel - 2) * stride)
 
 
 def _take(x: jnp.ndarray, idx: jnp.ndarray) -> jnp.ndarray:
-  """x (B, K, ...), idx (B,) -> (B, ...)."""
-  return jnp.take_along_axis(x, idx.reshape(-1, 1, *([1] * (x.ndim - 2))), axis=1)[:, 0]
+  """x (B, K, ...), idx (B, T) -> (B, T, ...)."""
+  return jnp.take_along_axis(x, idx.reshape(*idx.shape, *([1] * (x.ndim - 2))), axis=1)
 
 
-def _cond_fallback(bank: MemoryBank, unselected: jnp.ndarray, frame) -> tuple[jnp.ndarray, jnp.ndarray]:
-  """An unselected conditioning frame standing in for a recent frame: (slot (B,), found (B,))."""
-  match = unselected & (bank.cond_frames == frame[:, None])
-  return jnp.argmax(match, axis=1), jnp.any(match, axis=1)
+def _from_ring(ring_frames: jnp.ndarray, ring_valid: jnp.ndarray, ring_values: jnp.ndarray, wanted: jnp.ndarray,
+               cond_frames: jnp.ndarray, cond_values: jnp.ndarray, unselected: jnp.ndarray | None
+               ) -> tuple[jnp.ndarray, jnp.ndarray]:
+  """The ring entries (values (B, T, ...), found (B, T)) of the frames `wanted` (B, T).
+
+  With `unselected` (B, Kc), a conditioning frame that the selection left out stands in for a
+  frame missing from the ring (the official code looks frames up among all conditioning outputs).
+  """
+  slot = wanted % ring_frames.shape[1]
+  found = (_take(ring_frames, slot) == wanted) & _take(ring_valid, slot)
+  values = _take(ring_values, slot)
+  if unselected is not None:
+    match = unselected[:, None, :] & (cond_frames[:, None, :] == wanted[:, :, None])  # (B, T, Kc)
+    missing = (~found).reshape(*found.shape, *([1] * (values.ndim - 2)))
+    values = jnp.where(missing, _take(cond_values, jnp.argmax(match, axis=2)), values)
+    found = found | jnp.any(match, axis=2)
+  return values, found
 
 
 def select_memory(module, bank: MemoryBank, frame_idx, num_frames, *, reverse: bool = False,
@@ -133,30 +147,22 @@ def select_memory(module, bank: MemoryBank, frame_idx, num_frames, *, reverse: b
   frame_b = jnp.broadcast_to(frame_idx, (b,))
   stride = 1 if training else c.memory_temporal_stride_for_eval
   selected = select_cond(bank.cond_frames, bank.cond_valid, frame_idx, c.max_cond_frames_in_attn)
-  unselected = bank.cond_valid & ~selected
-  use_fallback = c.max_cond_frames_in_attn != -1
-  spatial_pe = jnp.asarray(sine_pe_2d(size, size, c.mem_dim)).reshape(n, c.mem_dim)
-  tpos_enc = module.maskmem_tpos_enc.reshape(c.num_maskmem, c.mem_dim)
+  unselected = bank.cond_valid & ~selected if c.max_cond_frames_in_attn != -1 else None
 
-  feats, pos, valid = [bank.cond_feats], [jnp.broadcast_to(spatial_pe + tpos_enc[c.num_maskmem - 1], (b, kc, n, c.mem_dim))], [selected]
-  lm = bank.mem_frames.shape[1]
-  for t_pos in range(1, c.num_maskmem):
-    f = recent_frame(frame_b, t_pos, c.num_maskmem, stride, reverse)
-    slot = f % lm
-    ok = (_take(bank.mem_frames, slot) == f) & _take(bank.mem_valid, slot)
-    f_feats = _take(bank.mem_feats, slot)
-    if use_fallback:
-      cslot, found = _cond_fallback(bank, unselected, f)
-      f_feats = jnp.where((~ok)[:, None, None, None], _take(bank.cond_feats, cslot), f_feats)
-      ok = ok | found
-    feats.append(f_feats[:, None])
-    pos.append(jnp.broadcast_to(spatial_pe + tpos_enc[c.num_maskmem - t_pos - 1], (b, 1, n, c.mem_dim)))
-    valid.append(ok[:, None])
-  feats = jnp.concatenate(feats, axis=1).astype(jnp.float32)
+  # Spatial memories: selected conditioning frames, then the recent frames t_pos = 1 (oldest) ...
+  recent = recent_frames(frame_b, c.num_maskmem, stride, reverse)
+  recent_feats, recent_ok = _from_ring(bank.mem_frames, bank.mem_valid, bank.mem_feats, recent,
+                                         bank.cond_frames, bank.cond_feats, unselected)
+  feats = jnp.concatenate([bank.cond_feats, recent_feats], axis=1).astype(jnp.float32)
   num_mem_frames = feats.shape[1]
   memory = feats.reshape(b, num_mem_frames * n, c.mem_dim)
-  memory_pos = jnp.concatenate(pos, axis=1).reshape(b, num_mem_frames * n, c.mem_dim)
-  memory_valid = jnp.repeat(jnp.concatenate(valid, axis=1), n, axis=1)
+  # Temporal encodings: index num_maskmem - 1 for conditioning frames, num_maskmem - 1 - t_pos for recent ones.
+  tpos_enc = module.maskmem_tpos_enc.reshape(c.num_maskmem, c.mem_dim)
+  tpos_enc = jnp.concatenate([jnp.repeat(tpos_enc[-1:], kc, axis=0), tpos_enc[-2::-1]], axis=0)
+  spatial_pe = jnp.asarray(sine_pe_2d(size, size, c.mem_dim)).reshape(n, c.mem_dim)
+  memory_pos = jnp.broadcast_to((tpos_enc[:, None] + spatial_pe).reshape(num_mem_frames * n, c.mem_dim),
+                                (b, num_mem_frames * n, c.mem_dim))
+  memory_valid = jnp.repeat(jnp.concatenate([selected, recent_ok], axis=1), n, axis=1)
 
   # Object pointers: selected conditioning frames (only past ones in eval), then recent frames.
   max_ptrs = jnp.minimum(num_frames, c.max_obj_ptrs_in_encoder)
@@ -166,25 +172,16 @@ def select_memory(module, bank: MemoryBank, frame_idx, num_frames, *, reverse: b
     cond_ok = cond_ok & ((bank.cond_frames >= frame_idx) if reverse else (bank.cond_frames <= frame_idx))
   diff = (frame_idx - bank.cond_frames) * sign
   cond_tpos = diff if c.use_signed_tpos_enc_to_obj_ptrs else jnp.abs(frame_idx - bank.cond_frames)
-  ptrs, tpos, ptr_valid = [bank.cond_ptrs], [cond_tpos], [cond_ok]
-  lp = bank.ptr_frames.shape[1]
-  for t_diff in range(1, c.max_obj_ptrs_in_encoder):
-    f = frame_b + t_diff if reverse else frame_b - t_diff
-    slot = f % lp
-    ok = (_take(bank.ptr_frames, slot) == f) & _take(bank.ptr_valid, slot)
-    ptr = _take(bank.ptrs, slot)
-    if use_fallback:
-      cslot, found = _cond_fallback(bank, unselected, f)
-      ptr = jnp.where((~ok)[:, None], _take(bank.cond_ptrs, cslot), ptr)
-      ok = ok | found
-    ok = ok & (t_diff < max_ptrs) & (f >= 0) & (f < num_frames)
-    ptrs.append(ptr[:, None])
-    tpos.append(jnp.full((b, 1), t_diff, jnp.int32))
-    ptr_valid.append(ok[:, None])
-  ptrs = jnp.concatenate(ptrs, axis=1)
-  ptr_tokens, ptr_pos = module.obj_ptr_tokens(ptrs, jnp.concatenate(tpos, axis=1), max_ptrs)
+  t_diff = jnp.arange(1, c.max_obj_ptrs_in_encoder)
+  wanted = frame_b[:, None] - sign * t_diff
+  recent_ptrs, recent_ok = _from_ring(bank.ptr_frames, bank.ptr_valid, bank.ptrs, wanted, bank.cond_frames,
+                                         bank.cond_ptrs, unselected)
+  recent_ok = recent_ok & (t_diff < max_ptrs) & (wanted >= 0) & (wanted < num_frames)
+  ptrs = jnp.concatenate([bank.cond_ptrs, recent_ptrs], axis=1)
+  tpos = jnp.concatenate([cond_tpos, jnp.broadcast_to(t_diff, (b, t_diff.shape[0])).astype(cond_tpos.dtype)], axis=1)
+  ptr_tokens, ptr_pos = module.obj_ptr_tokens(ptrs, tpos, max_ptrs)
   split = ptr_tokens.shape[1] // ptrs.shape[1]
-  ptr_valid = jnp.repeat(jnp.concatenate(ptr_valid, axis=1), split, axis=1)
+  ptr_valid = jnp.repeat(jnp.concatenate([cond_ok, recent_ok], axis=1), split, axis=1)
 
   memory = jnp.concatenate([memory, ptr_tokens.astype(jnp.float32)], axis=1)
   memory_pos = jnp.concatenate([memory_pos, ptr_pos.astype(jnp.float32)], axis=1)
