@@ -99,6 +99,23 @@ def test_attention(kernel_set, attention_case):
   _close(out[0], expected[0])
 
 
+@pytest.mark.parametrize("key_block", [300, 512])
+def test_cpu_attention_over_key_blocks(key_block, attention_case):
+  """Key blocks with a running softmax equal plain masking, for blocks aligned with the mask or not."""
+  q, k, v, key_mask, expected = attention_case
+  key_mask = key_mask.at[:, 1200:1500].set(False)  # blocks 4 (of 300 keys) and 2 (of 512) hold no valid key
+  expected = jnp.concatenate([jax.nn.dot_product_attention(q[i:i + 1], k[i:i + 1, key_mask[i]], v[i:i + 1, key_mask[i]])
+                              for i in range(q.shape[0])])
+  _close(kernels.attention(q, k, v, "cpu", key_mask=key_mask, key_block=key_block), expected)
+  loss = lambda kernel_set, block: lambda q, k, v: jnp.sin(
+      kernels.attention(q, k, v, kernel_set, key_mask=key_mask, key_block=block)).sum()
+  for a, b in zip(jax.grad(loss("cpu", key_block), argnums=(0, 1, 2))(q, k, v),
+                  jax.grad(loss("xla", None), argnums=(0, 1, 2))(q, k, v)):
+    _close(a, b)
+  out = kernels.attention(q, k, v, "cpu", key_mask=jnp.zeros_like(key_mask), key_block=key_block)
+  assert np.isfinite(np.asarray(out)).all()
+
+
 def test_valid_keys_first_equals_masking(attention_case):
   """The fused-attention form of a key mask (valid keys sorted first, cut by length) leaves the masked keys out."""
   q, k, v, key_mask, expected = attention_case

@@ -141,24 +141,51 @@ _CHUNK_SCORE_BYTES = 16 << 20
 _CHUNK_ROWS = 512
 
 
-def _chunked_attention(q, k, v, key_mask):
-  """Attention over chunks of queries (`lax.map`), heads-first layouts, normalised after the value product."""
+def _chunked_attention(q, k, v, key_mask, key_block):
+  """Attention over chunks of queries (`lax.map`), heads-first layouts, normalised after the value product.
+
+  With a key mask, each chunk goes over blocks of `key_block` keys with a running softmax, and
+  blocks without a valid key are skipped (`lax.cond`): empty memory-bank slots cost nothing.
+  """
   b, tq, n, d = q.shape
+  tk = k.shape[1]
   chunk = max(1, _CHUNK_ROWS // n)
   num_chunks = -(-tq // chunk)
   q = (q * jnp.asarray(d ** -0.5, q.dtype)).transpose(0, 2, 1, 3)  # (B, N, Tq, D)
   q = jnp.pad(q, ((0, 0), (0, 0), (0, num_chunks * chunk - tq), (0, 0)))
   q = q.reshape(b, n, num_chunks, chunk, d).transpose(2, 0, 1, 3, 4)
-  k_t = k.transpose(0, 2, 3, 1)  # (B, N, D, Tk)
-  v_t = v.transpose(0, 2, 1, 3)  # (B, N, Tk, D)
+  key_mask = jnp.ones((b, tk), bool) if key_mask is None else key_mask
+  key_block = min(key_block or tk, tk)
+  num_blocks = -(-tk // key_block)
+  pad = num_blocks * key_block - tk
+  key_mask = jnp.pad(key_mask, ((0, 0), (0, pad))).reshape(b, num_blocks, key_block).transpose(1, 0, 2)
+  k_t = jnp.pad(k, ((0, 0), (0, pad), (0, 0), (0, 0))).reshape(b, num_blocks, key_block, n, d).transpose(1, 0, 3, 4, 2)
+  v_t = jnp.pad(v, ((0, 0), (0, pad), (0, 0), (0, 0))).reshape(b, num_blocks, key_block, n, d).transpose(1, 0, 3, 2, 4)
+  # Blocks with a valid key; the first always, so that a batch element without any stays finite.
+  needed = jnp.any(key_mask, axis=(1, 2)).at[0].set(True)
+  low = jnp.finfo(jnp.float32).min
 
-  def one_chunk(q_c):
-    scores = jnp.einsum("bnqd,bndk->bnqk", q_c, k_t, preferred_element_type=jnp.float32)
-    if key_mask is not None:
-      scores = jnp.where(key_mask[:, None, None, :], scores, jnp.finfo(jnp.float32).min)
-    weights = jnp.exp(scores - scores.max(axis=-1, keepdims=True))
-    out = jnp.einsum("bnqk,bnkd->bnqd", weights.astype(v.dtype), v_t, preferred_element_type=jnp.float32)
-    return (out / weights.sum(axis=-1, keepdims=True)).astype(v.dtype)
+  def one_chunk(q_c):  # (B, N, chunk, D)
+    def add_block(carry, block):
+      k_b, v_b, mask_b, needed_b = block
+
+      def compute(carry):
+        top, total, out = carry
+        scores = jnp.einsum("bnqd,bndk->bnqk", q_c, k_b, preferred_element_type=jnp.float32)
+        scores = jnp.where(mask_b[:, None, None, :], scores, low)
+        new_top = jnp.maximum(top, scores.max(axis=-1, keepdims=True))
+        weights = jnp.exp(scores - new_top)
+        rescale = jnp.exp(top - new_top)
+        out = out * rescale + jnp.einsum("bnqk,bnkd->bnqd", weights.astype(v.dtype), v_b,
+                                         preferred_element_type=jnp.float32)
+        return new_top, total * rescale + weights.sum(axis=-1, keepdims=True), out
+
+      return jax.lax.cond(needed_b, compute, lambda c: c, carry), None
+
+    init = (jnp.full((b, n, chunk, 1), low, jnp.float32), jnp.zeros((b, n, chunk, 1), jnp.float32),
+            jnp.zeros((b, n, chunk, d), jnp.float32))
+    (_, total, out), _ = lax.scan(add_block, init, (k_t, v_t, key_mask, needed))
+    return (out / total).astype(v.dtype)
 
   out = lax.map(one_chunk, q)  # (chunks, B, N, chunk, D)
   out = out.transpose(1, 0, 3, 2, 4).reshape(b, num_chunks * chunk, n, d)
@@ -219,18 +246,19 @@ def _valid_keys_first(q, k, v, key_mask, implementation):
 
 
 def attention(q: jax.Array, k: jax.Array, v: jax.Array, kernels: str,
-              key_mask: jax.Array | None = None) -> jax.Array:
+              key_mask: jax.Array | None = None, key_block: int | None = None) -> jax.Array:
   """Softmax attention, scale 1/sqrt(D): q (B, Tq, N, D), k and v (B, Tk, N, D) -> (B, Tq, N, D).
 
   `key_mask` (B, Tk) bool leaves keys out (False), which equals removing them from k and v; where a
-  batch element has no valid key the result is finite but meaningless. Scores and softmax are float32
-  whatever the input dtype.
+  batch element has no valid key the result is finite but meaningless. `key_block` says that the
+  mask comes in blocks of that many keys (memory frames): the CPU set skips blocks without a valid
+  key. Scores and softmax are float32 whatever the input dtype.
   """
   b, tq, n, _ = q.shape
   tk = k.shape[1]
   kernel_set = resolve(kernels)
   if kernel_set == "cpu" and b * n * tq * tk * 4 > _CHUNK_SCORE_BYTES and tq > max(1, _CHUNK_ROWS // n):
-    return _chunked_attention(q, k, v, key_mask)
+    return _chunked_attention(q, k, v, key_mask, key_block)
   if kernel_set == "xla" and _cudnn_supports(q):
     try:
       if key_mask is None:

@@ -69,7 +69,8 @@ class RoPEAttention(nn.Module):
     k = jnp.concatenate([k_rot, k[:, :, num_k_rope:]], axis=2)
 
     if deterministic or self.dropout == 0.0:
-      out = kernels.attention(*(x.transpose(0, 2, 1, 3) for x in (q, k, v)), self.kernels, key_mask=key_mask)
+      out = kernels.attention(*(x.transpose(0, 2, 1, 3) for x in (q, k, v)), self.kernels, key_mask=key_mask,
+                              key_block=n)  # memory frames of n tokens, valid or masked as a whole
     else:
       logits = jnp.einsum("bhnd,bhmd->bhnm", q, k, preferred_element_type=jnp.float32) / math.sqrt(head_dim)
       if key_mask is not None:
