@@ -13,8 +13,10 @@ import jax.numpy as jnp
 import numpy as np
 from jax.extend import core as jcore
 
-# Largest output (elements) of an operation whose inputs are known that the counter evaluates.
+# Largest output (elements) of an operation whose inputs are known that the counter evaluates; larger
+# for integer and boolean outputs (slot flags and key masks that decide which branches run).
 _EVAL_LIMIT = 1 << 16
+_EVAL_LIMIT_INTEGRAL = 1 << 22
 
 
 def _dot_conv_flops(eqn) -> float:
@@ -78,7 +80,9 @@ class ExecutedFlops:
       if isinstance(sub, jcore.ClosedJaxpr):
         return self._closed(sub, ins)
       return self.run(sub, [], ins)
-    if any(x is None for x in ins) or sum(np.prod(v.aval.shape) for v in eqn.outvars) > _EVAL_LIMIT:
+    integral = not any(jnp.issubdtype(v.aval.dtype, jnp.inexact) for v in eqn.outvars)
+    if (any(x is None for x in ins) or
+        sum(np.prod(v.aval.shape) for v in eqn.outvars) > (_EVAL_LIMIT_INTEGRAL if integral else _EVAL_LIMIT)):
       return [None] * len(eqn.outvars)
     out = eqn.primitive.bind(*ins, **eqn.primitive.get_bind_params(params))
     return list(out) if eqn.primitive.multiple_results else [out]
