@@ -89,14 +89,21 @@ def cpu_model() -> str:
   return platform.processor() or "unknown CPU"
 
 
-def thread_info() -> str:
-  """CPU and thread settings of both frameworks (left at their defaults by the benchmarks)."""
-  import torch
+def thread_info(frameworks: Sequence[str] = ("torch", "jax")) -> str:
+  """CPU and thread settings of the named frameworks (left at their defaults by the benchmarks).
 
-  flags = os.environ.get("XLA_FLAGS", "")
-  return (f"{cpu_model()}, cpus={os.cpu_count()} | torch {torch.__version__} threads={torch.get_num_threads()} "
-          f"interop={torch.get_num_interop_threads()} | jax {jax.__version__} backend={jax.default_backend()} "
-          f"devices={jax.device_count()} XLA_FLAGS={flags!r}")
+  Only the named frameworks are imported: a process that times one side reports that side alone.
+  """
+  parts = [f"{cpu_model()}, cpus={os.cpu_count()}"]
+  if "torch" in frameworks:
+    import torch
+
+    parts.append(f"torch {torch.__version__} threads={torch.get_num_threads()} "
+                 f"interop={torch.get_num_interop_threads()}")
+  if "jax" in frameworks:
+    parts.append(f"jax {jax.__version__} backend={jax.default_backend()} devices={jax.device_count()} "
+                 f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r} GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '')!r}")
+  return " | ".join(parts)
 
 
 def print_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
