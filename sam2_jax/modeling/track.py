@@ -95,16 +95,24 @@ def propagate(module: SAM2, bank: MemoryBank, images: jnp.ndarray, frame_indices
   Args:
     images: (T, H, W, 3) normalised frames; frame_indices (T,) their indices in the video.
     is_cond: (T, B) True where the frame is a conditioning frame of the object: its stored output
-      is used instead, and it does not enter the recent-memory rings.
+      is used instead, and it does not enter the recent-memory rings. A frame that is a
+      conditioning frame of every object (or padding) is not computed; its outputs are zeros.
   Returns:
     the updated bank and per-frame outputs stacked on a leading T axis.
   """
 
-  def step(bank, xs):
-    image, frame_idx, cond = xs
+  def track(bank, image, frame_idx, cond):
     feats = module.forward_image(image[None])
     out = track_step(module, bank, feats, frame_idx, num_frames, reverse=reverse)
     bank = bank.add_recent(frame_idx, out["maskmem_features"], out["obj_ptr"], ~cond)
     return bank, {k: out[k] for k in ("pred_masks", "obj_ptr", "object_score_logits", "maskmem_features")}
+
+  def skip(bank, image, frame_idx, cond):
+    shapes = jax.eval_shape(track, bank, image, frame_idx, cond)[1]
+    return bank, jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+
+  def step(bank, xs):
+    image, frame_idx, cond = xs
+    return jax.lax.cond(jnp.all(cond), skip, track, bank, image, frame_idx, cond)
 
   return jax.lax.scan(step, bank, (images, frame_indices, is_cond))
