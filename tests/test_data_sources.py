@@ -2,6 +2,7 @@
 formats (and as a TFDS `segment_anything` build), read back through Grain; error cases; and (local check) the
 SA-V reader on real annotation files."""
 
+import gzip
 import io
 import json
 import os
@@ -21,10 +22,8 @@ from sam2_jax.evaluation import io as vos_io
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 H, W = 64, 96  # Non-square on purpose: catches height/width mix-ups.
 SEED = 3
-# Real SA-V annotations (not shipped): $SAM2_SHARED_SAV, by default the project's shared/data/sav beside the
-# repository (CI has it there).
-SHARED_SAV = os.environ.get("SAM2_SHARED_SAV", os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__)))), "shared", "data", "sav"))
+# Real SA-V annotations of one video (sav_000001, manual and auto), shipped gzipped with their licence.
+SAV_FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "sav")
 
 # Keys of a real SA-V manual json (sav_dataset README, checked on sav_000001_manual.json).
 SAV_KEYS = {"video_id", "video_duration", "video_frame_count", "video_height", "video_width", "video_resolution",
@@ -370,10 +369,11 @@ def test_sav_bad_inputs(tmp_path):
     sav.decode_frames(str(raw / "sav_000002.mp4"), [0])
 
 
-@pytest.mark.skipif(not os.path.isdir(SHARED_SAV), reason="needs the real SA-V annotation files in $SAM2_SHARED_SAV or "
-                    "../shared/data/sav, which are not part of the repository")
-def test_sav_reader_on_real_annotations():
-  manual = sav.load_annotation(os.path.join(SHARED_SAV, "sav_000001_manual.json"))
+def test_sav_reader_on_real_annotations(tmp_path):
+  for name in ("sav_000001_manual.json", "sav_000001_auto.json"):
+    with gzip.open(os.path.join(SAV_FIXTURES, name + ".gz"), "rb") as src:
+      (tmp_path / name).write_bytes(src.read())
+  manual = sav.load_annotation(str(tmp_path / "sav_000001_manual.json"))
   assert manual.video_id == "sav_000001" and manual.num_video_frames == 483
   assert (manual.height, manual.width) == (848, 480)
   assert len(manual.object_ids) == 5 and len(manual.masks) == 121
@@ -382,10 +382,10 @@ def test_sav_reader_on_real_annotations():
   assert records.decode_rle(manual.masks[60][1], manual.height, manual.width).shape == (848, 480)
   first_visible = [next(i for i, row in enumerate(manual.masks) if records.decode_rle(row[j], 848, 480).any())
                    for j in range(5)]
-  with open(os.path.join(SHARED_SAV, "sav_000001_manual.json")) as f:
+  with open(tmp_path / "sav_000001_manual.json") as f:
     content = json.load(f)
   assert first_visible == [int(f) for f in content["masklet_first_appeared_frame"]]  # Object 3 appears at 113.
-  auto = sav.load_annotation(os.path.join(SHARED_SAV, "sav_000001_auto.json"), sav.AUTO_ID_OFFSET)
+  auto = sav.load_annotation(str(tmp_path / "sav_000001_auto.json"), sav.AUTO_ID_OFFSET)
   merged = sav.merge(manual, auto)
   assert len(auto.object_ids) == 9 and len(merged.object_ids) == 14 and len(merged.masks) == 121
 
