@@ -25,7 +25,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 
 import jax
 import jax.numpy as jnp
@@ -81,19 +80,6 @@ def max_rel_err(ours: list[np.ndarray], official: list[np.ndarray]) -> float:
   return float(max(errs))
 
 
-def timed(fn, iters: int, warmup: int) -> tuple[list[float], object]:
-  """Wall times of `iters` calls of `fn` after `warmup` untimed ones, and the last output."""
-  out = None
-  for _ in range(warmup):
-    out = fn()
-  times = []
-  for _ in range(iters):
-    start = time.perf_counter()
-    out = fn()
-    times.append(time.perf_counter() - start)
-  return times, out
-
-
 def contender_child(contender: str, name: str) -> None:
   """One contender's process: times `forward_image` of config `name`; writes <out>.json and <out>.npz."""
   print(f"{contender}: {common.thread_info(['torch'] if contender == OFFICIAL else ['jax'])}", flush=True)
@@ -109,8 +95,8 @@ def contender_child(contender: str, name: str) -> None:
       with torch.inference_mode():
         return model.forward_image(image_nchw)
 
-    times, out = timed(run, _ITERS.value, _WARMUP.value)
-    outputs = official_outputs(out)
+    outputs = official_outputs(run())
+    times = common.time_interleaved({OFFICIAL: run}, _ITERS.value, _WARMUP.value)[OFFICIAL]
   else:
     config = get_model_config(name, image_size=_IMAGE_SIZE.value, compute_dtype=contender)
     with np.load(_WEIGHTS.value) as state_dict:  # the official's weights, saved by the parent: no torch here
@@ -119,15 +105,16 @@ def contender_child(contender: str, name: str) -> None:
     x = jnp.asarray(image)
     forward = jax.jit(lambda p, x: module.apply({"params": p}, x, method=SAM2.forward_image))
     compiled = forward.lower(params, x).compile()
-    times, out = timed(lambda: common.block_until_ready(compiled(params, x)), _ITERS.value, _WARMUP.value)
-    outputs = our_outputs(out)
+    run = lambda: common.block_until_ready(compiled(params, x))
+    outputs = our_outputs(run())
+    times = common.time_interleaved({contender: run}, _ITERS.value, _WARMUP.value)[contender]
   np.savez(_OUT.value + ".npz", *outputs)
   with open(_OUT.value + ".json", "w") as f:
     json.dump(dict(times=times), f)
 
 
 def run_contender(contender: str, name: str, out: str, weights: str) -> tuple[list[float], list[np.ndarray]]:
-  """Runs `contender_child` in a process of its own; returns its times and outputs."""
+  """Runs `contender_child` in a process of its own; returns its times (ms) and outputs."""
   cmd = [sys.executable, "-m", "bench.image_encoder", f"--child={contender}", f"--configs={name}",
          f"--image_size={_IMAGE_SIZE.value}", f"--iters={_ITERS.value}", f"--warmup={_WARMUP.value}",
          f"--seed={_SEED.value}", f"--weights={weights}", f"--out={out}"]
@@ -150,9 +137,8 @@ def bench_config(name: str) -> list[list]:
     rows = []
     for dtype in _DTYPES.value:
       t_jax, outputs = run_contender(dtype, name, os.path.join(tmp, dtype), weights)
-      rows.append([name, _IMAGE_SIZE.value, dtype, f"{common.median(t_jax) * 1e3:.0f}",
-                   common.spread([t * 1e3 for t in t_jax]), f"{common.median(t_torch) * 1e3:.0f}",
-                   common.spread([t * 1e3 for t in t_torch]), f"{common.median(t_jax) / common.median(t_torch):.2f}",
+      rows.append([name, _IMAGE_SIZE.value, dtype, f"{common.median(t_jax):.0f}", common.spread(t_jax),
+                   f"{common.median(t_torch):.0f}", common.spread(t_torch), f"{common.median(t_jax) / common.median(t_torch):.2f}",
                    f"{max_rel_err(outputs, reference):.1e}"])
   return rows
 
