@@ -1,5 +1,8 @@
 """train.py with bad input: one `error:` line and exit status 2, before generating data or compiling anything."""
 
+import asyncio
+import gc
+import logging
 import os
 import subprocess
 import sys
@@ -7,6 +10,7 @@ import sys
 import pytest
 
 from sam2_jax.data import records
+from sam2_jax.training import checkpointing
 from tests.test_train import ROOT, _env
 
 
@@ -66,3 +70,38 @@ def test_empty_data_source(tmp_path, case):
   workdir = tmp_path / "run"
   assert _error(_train(tmp_path, workdir, "--config.synthetic.generate=False", *sources[case])) == expected[case]
   assert os.listdir(workdir) == []  # no checkpoints, logs or data yet
+
+
+
+def test_reads_abandoned_by_a_failed_restore_are_not_reported():
+  """After a failed restore, the reads Orbax abandoned are dropped from asyncio's log; other reports pass."""
+  async def read(message):
+    raise ValueError(message)
+
+  def abandon(message):
+    loop = asyncio.new_event_loop()
+    task = loop.create_task(read(message))
+    loop.run_until_complete(asyncio.sleep(0))
+    assert task.done()
+    loop.close()
+    del task
+    gc.collect()
+
+  class Records(logging.Handler):
+    def __init__(self):
+      super().__init__()
+      self.messages = []
+
+    def emit(self, record):
+      self.messages.append(record.getMessage())
+
+  checkpointing._hide_abandoned_read_reports()  # pylint: disable=protected-access
+  records, logger = Records(), logging.getLogger("asyncio")
+  logger.addHandler(records)
+  try:
+    abandon('DATA_LOSS: Error reading "x" in OCDBT database [tensorstore_spec=\'{"driver":"zarr"}\']')
+    assert not records.messages
+    abandon("some other failure")
+  finally:
+    logger.removeHandler(records)
+  assert len(records.messages) == 1 and "some other failure" in records.messages[0], records.messages

@@ -105,8 +105,10 @@ def _hide_abandoned_read_reports() -> None:
 
   def not_abandoned_read(record: logging.LogRecord) -> bool:
     message = record.getMessage()
-    return not (("never retrieved" in message or "destroyed but it is pending" in message)
-                and ("orbax" in message or "TensorStore" in message))
+    if "never retrieved" not in message and "destroyed but it is pending" not in message:
+      return True
+    exc = record.exc_info[1] if record.exc_info else None
+    return f"{os.sep}orbax{os.sep}" not in message and "tensorstore" not in f"{message} {exc!r}".lower()
 
   logging.getLogger("asyncio").addFilter(not_abandoned_read)
 
