@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from configs import model as model_configs
+from sam2_jax import configs as model_configs
 from sam2_jax import compilation_cache
 from sam2_jax.checkpoint import hf as hf_ckpt
 from sam2_jax.checkpoint import orbax as orbax_ckpt

@@ -2,6 +2,7 @@
 exit status 2, never in a traceback; output folders are created (and checked) before any work is done."""
 
 import os
+import runpy
 import sys
 from typing import Callable, NoReturn
 
@@ -59,3 +60,13 @@ def make_output_dir(path: str, flag: str) -> None:
     raise ValueError(f"cannot create --{flag} {path!r}: {e.strerror or e}.") from e
   if not os.access(path, os.W_OK | os.X_OK):
     raise ValueError(f"--{flag} {path!r} is not writable.")
+
+
+def segment_command() -> None:
+  """The `sam2-jax-segment` console script: runs `python -m sam2_jax.segment`."""
+  runpy.run_module("sam2_jax.segment", run_name="__main__", alter_sys=True)
+
+
+def convert_command() -> None:
+  """The `sam2-jax-convert` console script: runs `python -m sam2_jax.convert`."""
+  runpy.run_module("sam2_jax.convert", run_name="__main__", alter_sys=True)

@@ -8,7 +8,7 @@ import jax
 import numpy as np
 import pytest
 
-from configs.model import CONFIG_NAMES
+from sam2_jax.configs import CONFIG_NAMES
 from sam2_jax import build_sam2
 from sam2_jax.build_sam import abstract_params, get_model_config, infer_config_name, params_from_state_dict
 from sam2_jax.checkpoint import torch as torch_ckpt

@@ -16,7 +16,7 @@ import jax
 import numpy as np
 import pytest
 
-from configs.model import CONFIG_NAMES
+from sam2_jax.configs import CONFIG_NAMES
 from sam2_jax import build_sam2
 from sam2_jax.build_sam import abstract_params, get_model_config, params_from_state_dict
 from sam2_jax.checkpoint import hf

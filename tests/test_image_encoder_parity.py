@@ -6,7 +6,7 @@ import jax
 import numpy as np
 import pytest
 
-from configs.model import get_config
+from sam2_jax.configs import get_config
 from sam2_jax.checkpoint.torch import state_dict_to_params
 from sam2_jax.modeling.hiera import Hiera, bicubic_matrix
 from sam2_jax.modeling.image_encoder import ImageEncoder

@@ -82,7 +82,7 @@ class ImageEncoder(nn.Module):
   @classmethod
   def from_config(cls, config: ml_collections.ConfigDict, dtype: Dtype | None = None,
                   **kwargs: Any) -> "ImageEncoder":
-    """Builds the encoder from a `configs/model.py` config (`trunk`, `neck`, `scalp`, `compute_dtype`, `kernels`).
+    """Builds the encoder from a `sam2_jax/configs.py` config (`trunk`, `neck`, `scalp`, `compute_dtype`, `kernels`).
 
     `kwargs` go to the constructor (e.g. `name`).
     """

@@ -1,6 +1,6 @@
 """The eight official SAM 2 / SAM 2.1 model configurations.
 
-Usage: `get_config("sam2.1_hiera_t")`, or from absl `--config=configs/model.py:sam2.1_hiera_b+`.
+Usage: `get_config("sam2.1_hiera_t")`, or from absl `--config=sam2_jax/configs.py:sam2.1_hiera_b+`.
 Sizes: t (tiny), s (small), b+ (base plus), l (large). The `sam2_*` names are the original
 (July 2024) release; `sam2.1_*` add the spatial no-object embedding and signed, projected
 temporal encodings of the object pointers.
