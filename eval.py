@@ -94,7 +94,7 @@ def model_config_name() -> str | None:
 def run_inference() -> str:
   """Predicts the videos of --data_root (or --videos) into --output_dir; returns the annotation root."""
   from sam2_jax.predictors.video import build_sam2_video_predictor  # pylint: disable=g-import-not-at-top
-  layout, frames_dir, ann_root = vos_inference.dataset_layout(FLAGS.data_root)
+  layout, frames_dir, ann_root = vos_io.dataset_layout(FLAGS.data_root)
   vos_inference.check_output_dir(FLAGS.output_dir, frames_dir, ann_root)
   videos = vos_inference.select_videos(frames_dir, ann_root, FLAGS.videos)
   cli.make_output_dir(FLAGS.output_dir, "output_dir")

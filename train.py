@@ -15,12 +15,14 @@ first drops the lines of steps after its checkpoint) and to a progress line; per
 import functools
 import json
 import os
+import sys
 import time
 
 from absl import app
 from absl import flags
 import ml_collections
 from ml_collections import config_flags
+import tqdm
 
 from sam2_jax import cli
 from sam2_jax import huge_pages
@@ -39,8 +41,10 @@ def prepare_synthetic(config, data_dir: str) -> None:
   if jax.process_index() == 0 and not os.path.exists(done):
     synthetic.generate(data_dir, s.num_images, s.num_videos, s.num_eval_videos, s.size, num_frames=s.num_frames,
                        eval_num_frames=s.eval_num_frames, seed=0)
-    sa1b_to_arrayrecord.convert(os.path.join(data_dir, "sa1b"), os.path.join(data_dir, "records"), 4)
-    sav_to_arrayrecord.convert(os.path.join(data_dir, "sav"), os.path.join(data_dir, "records"), 4)
+    sa1b_to_arrayrecord.convert(os.path.join(data_dir, "sa1b"), os.path.join(data_dir, "records"), 4,
+                                progress=False)
+    sav_to_arrayrecord.convert(os.path.join(data_dir, "sav"), os.path.join(data_dir, "records"), 4,
+                               progress=False)
     open(done, "w").close()
   while not os.path.exists(done):  # other hosts wait for host 0
     time.sleep(1)
@@ -69,6 +73,7 @@ def check_config(config: ml_collections.ConfigDict) -> ml_collections.FrozenConf
 
 def main(argv):
   del argv
+  cli.quiet_library_logs()
   sharding.maybe_initialize_distributed()
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
@@ -100,7 +105,7 @@ def main(argv):
 
     random_params = functools.partial(init_params, model_config)
     abstract_params = jax.eval_shape(random_params, jax.random.key(0))
-    tx = optimizer.make_optimizer(config.optimizer, abstract_params, config.num_steps)
+    tx, step_fn = step.from_config(module, config, abstract_params)
 
     def init_state(params, key):
       return step.TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params), rng=key)
@@ -131,9 +136,7 @@ def main(argv):
     state = jax.jit(init_state, out_shardings=state_shardings)(params, key_train)
 
   train_step = jax.jit(
-      functools.partial(step.train_step, module, tx, prompts=config.prompts,
-                        freeze_image_encoder=config.freeze_image_encoder, remat=config.remat),
-      in_shardings=(state_shardings, sharding.batch_sharding(mesh)), out_shardings=(state_shardings, None),
+      step_fn, in_shardings=(state_shardings, sharding.batch_sharding(mesh)), out_shardings=(state_shardings, None),
       donate_argnums=0)
   lr_schedule = optimizer.lr_factor_schedule(config.num_steps, config.optimizer.warmup_steps,
                                              config.optimizer.end_lr_factor)
@@ -162,14 +165,21 @@ def main(argv):
     params = jax.device_get(state.params)
     # As eval.py and the official tools/vos_inference.py: one PNG per frame (DAVIS) keeps, at each pixel,
     # only the highest-scoring object.
-    layout = vos_inference.dataset_layout(config.eval_data)[0]
-    predictor = SAM2VideoPredictor(SAM2Model(model_config, params), non_overlap_masks=layout == vos_io.DAVIS)
+    layout = vos_io.dataset_layout(config.eval_data)[0]
+    predictor = SAM2VideoPredictor(SAM2Model(model_config, params), non_overlap_masks=layout == vos_io.DAVIS,
+                                   progress=False)
     jf, copy_jf = vos_inference.evaluate_tracker(predictor, config.eval_data,
                                                  os.path.join(workdir, "eval", f"step_{step_num}"),
                                                  config.eval_max_videos)
-    print(f"eval step={step_num} J&F={jf:.1f} copy_first_frame_J&F={copy_jf:.1f}", flush=True)
+    bar.write(f"eval step={step_num} J&F={jf:.1f} copy_first_frame_J&F={copy_jf:.1f}", file=sys.stdout)
+    postfix["J&F"] = f"{jf:.1f}"
+    bar.set_postfix(postfix)
     log(step_num, {"eval/J&F": jf, "eval/copy_first_frame_J&F": copy_jf})
 
+  # One progress bar (steps, ETA, the latest loss, frames/s and J&F); metrics.jsonl and TensorBoard get every value.
+  bar = tqdm.tqdm(total=config.num_steps, initial=start, desc="train", unit="step",
+                  disable=jax.process_index() != 0, mininterval=1.0)
+  postfix = {}
   t_last, frames, window_flops = time.perf_counter(), 0, 0.0
   for step_num in range(start + 1, config.num_steps + 1):
     batch = next(data_iter)
@@ -193,15 +203,18 @@ def main(argv):
         metrics["mfu"] = window_flops / elapsed / peak
       metrics.update(stats.metrics())
       log(step_num, metrics)
-      mfu = f" mfu={100 * metrics['mfu']:.1f}%" if config.count_flops else ""
-      print(f"step {step_num}/{config.num_steps} loss={metrics['loss']:.4f} lr={metrics['lr']:.2e} "
-            f"grad_norm={metrics['grad_norm']:.3f} fps={metrics['frames_per_second']:.1f}{mfu}", flush=True)
+      postfix.update(loss=f"{metrics['loss']:.4f}", fps=f"{metrics['frames_per_second']:.1f}")
+      if config.count_flops:
+        postfix["mfu"] = f"{100 * metrics['mfu']:.1f}%"
+      bar.set_postfix(postfix, refresh=False)
       t_last, frames, window_flops = time.perf_counter(), 0, 0.0
+    bar.update()
     if step_num % config.checkpoint_every == 0 or step_num == config.num_steps:
       checkpointing.save(manager, step_num, state, data_iter.get_state(), stats.get_state(), metadata)
     if config.eval_every and (step_num % config.eval_every == 0 or step_num == config.num_steps):
       manager.wait_until_finished()
       evaluate(step_num, state)
+  bar.close()
   manager.wait_until_finished()
   if writer is not None:
     writer.close()

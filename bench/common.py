@@ -1,4 +1,4 @@
-"""Helpers shared by the benchmarks: the official model, interleaved timing, result tables."""
+"""Helpers shared by the benchmarks: interleaved timing, machine and thread facts, result tables."""
 
 import os
 import platform
@@ -8,34 +8,6 @@ from typing import Any, Callable, Sequence
 
 import jax
 import numpy as np
-
-
-def official_config_path(config_name: str) -> str:
-  """The official Hydra config path of a config name ("sam2.1_hiera_t" -> configs/sam2.1/...)."""
-  version = "sam2.1" if config_name.startswith("sam2.1") else "sam2"
-  return f"configs/{version}/{config_name}.yaml"
-
-
-def build_official(config_name: str, image_size: int = 1024, seed: int = 0) -> tuple[Any, dict[str, np.ndarray]]:
-  """The official SAM 2 (PyTorch, CPU, eval mode) with random weights, and its state dict as NumPy.
-
-  Every tensor gets a little noise so that no weight is trivially zero or one.
-  """
-  import torch
-  from sam2.build_sam import build_sam2
-
-  torch.manual_seed(seed)
-  model = build_sam2(official_config_path(config_name), ckpt_path=None, device="cpu",
-                     hydra_overrides_extra=[f"++model.image_size={image_size}"])
-  gen = torch.Generator().manual_seed(seed)
-  state_dict = {}
-  for key, t in model.state_dict().items():
-    t = t.detach().float()
-    scale = 0.5 * max(float(t.std()) if t.numel() > 1 else 0.0, 0.05)
-    state_dict[key] = t + scale * torch.randn(t.shape, generator=gen)
-  model.load_state_dict(state_dict, strict=True)
-  model.eval()
-  return model, {k: v.numpy() for k, v in state_dict.items()}
 
 
 def block_until_ready(out: Any) -> Any:

@@ -88,7 +88,8 @@ def contender_child(contender: str, name: str) -> None:
   if contender == OFFICIAL:
     import torch
 
-    model, _ = common.build_official(name, _IMAGE_SIZE.value, _SEED.value)
+    from bench import oracle
+    model, _ = oracle.build_official(name, _IMAGE_SIZE.value, _SEED.value)
     image_nchw = torch.from_numpy(np.ascontiguousarray(image.transpose(0, 3, 1, 2)))
 
     def run():
@@ -130,9 +131,10 @@ def run_contender(contender: str, name: str, out: str, weights: str) -> tuple[li
 
 def bench_config(name: str) -> list[list]:
   """Times one config, each contender in its own process; returns table rows (one per JAX dtype)."""
+  from bench import oracle  # the parent writes the weights; the timed children import only their own side
   with tempfile.TemporaryDirectory() as tmp:
     weights = os.path.join(tmp, "weights.npz")
-    np.savez(weights, **common.build_official(name, _IMAGE_SIZE.value, _SEED.value)[1])
+    np.savez(weights, **oracle.build_official(name, _IMAGE_SIZE.value, _SEED.value)[1])
     t_torch, reference = run_contender(OFFICIAL, name, os.path.join(tmp, OFFICIAL), weights)
     rows = []
     for dtype in _DTYPES.value:

@@ -10,8 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from bench import common
-from sam2_jax.predictors.transforms import IMAGENET_MEAN, IMAGENET_STD
+from sam2_jax.predictors import transforms
 
 MOSE_YAML = "configs/sam2.1_training/sam2.1_hiera_b+_MOSE_finetune.yaml"
 
@@ -50,6 +49,7 @@ def build_official_train(name: str, image_size: int, trunk: dict[str, Any] | Non
   arguments (e.g. `prob_to_use_pt_input_for_train`).
   """
   import sam2  # pylint: disable=g-import-not-at-top
+  from bench import oracle  # pylint: disable=g-import-not-at-top
   from hydra.utils import instantiate  # pylint: disable=g-import-not-at-top
   from omegaconf import OmegaConf  # pylint: disable=g-import-not-at-top
 
@@ -57,7 +57,7 @@ def build_official_train(name: str, image_size: int, trunk: dict[str, Any] | Non
   root = os.path.dirname(sam2.__file__)
   recipe = OmegaConf.load(os.path.join(root, MOSE_YAML))
   recipe.scratch.resolution = image_size
-  sizes = OmegaConf.load(os.path.join(root, common.official_config_path(name))).model.image_encoder
+  sizes = OmegaConf.load(os.path.join(root, oracle.official_config_path(name))).model.image_encoder
   model = OmegaConf.create(OmegaConf.to_container(recipe.trainer.model, resolve=True))
   model.image_encoder.trunk = OmegaConf.merge(model.image_encoder.trunk, sizes.trunk, trunk or {})
   embed_dim = model.image_encoder.trunk.embed_dim
@@ -80,7 +80,7 @@ def official_batch(data: dict[str, np.ndarray]):
 
   b, t, s = data["images"].shape[:3]
   o = data["masks"].shape[2]
-  images = (data["images"].astype(np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
+  images = transforms.normalize(data["images"])
   img_batch = torch.from_numpy(np.ascontiguousarray(images.transpose(1, 0, 4, 2, 3)))  # T, B, 3, S, S
   masks = torch.from_numpy(np.ascontiguousarray(data["masks"].transpose(1, 0, 2, 3, 4).reshape(t, b * o, s, s)))
   frame, clip, obj = np.meshgrid(np.arange(t), np.arange(b), np.arange(o), indexing="ij")

@@ -36,7 +36,7 @@ from sam2_jax.evaluation.clicks import mask_iou
 from sam2_jax.modeling import track
 from sam2_jax.modeling.memory_bank import MemoryBank
 from sam2_jax.modeling.sam2 import SAM2
-from sam2_jax.predictors.transforms import IMAGENET_MEAN, IMAGENET_STD
+from sam2_jax.predictors import transforms
 from sam2_jax.predictors.video import SAM2VideoPredictor
 from sam2_jax.training import prompt_simulation, step
 
@@ -69,7 +69,7 @@ def pick_clip(size: int, num_frames: int, frame_step: int, num_objects: int, see
 
 def memory_difference(module: SAM2, frames: np.ndarray, masks: np.ndarray) -> tuple[jax.Array, jax.Array]:
   """Relative difference between objects 0 and 1 of the frame-0 memory and the frame-1 conditioned features."""
-  x = (jnp.asarray(frames[:2], jnp.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
+  x = transforms.normalize(jnp.asarray(frames[:2]))
   feats = module.forward_image(x)
   frame = lambda i: {"vision_features": feats["vision_features"][i:i + 1], "vision_pos_enc": feats["vision_pos_enc"],
                      "high_res_features": [h[i:i + 1] for h in feats["high_res_features"]]}

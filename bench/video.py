@@ -200,7 +200,7 @@ def run_official(folder: str) -> tuple[dict, dict[str, np.ndarray]]:
   """Times the official predictor on every case; returns (results, masks per case)."""
   import torch
 
-  from tests.oracle import build_official
+  from bench.oracle import build_official
 
   print(f"official: torch {torch.__version__} threads={torch.get_num_threads()} "
         f"GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '')!r}", flush=True)
@@ -298,7 +298,7 @@ def run_contender(name: str, out: str, weights: str) -> dict:
 
 def write_weights(path: str) -> None:
   """Saves the perturbed official state dict that every contender uses (the official rebuilds the same)."""
-  from tests.oracle import build_official
+  from bench.oracle import build_official
 
   _, state_dict = build_official(_CONFIG.value, image_size=_IMAGE_SIZE.value, seed=_SEED.value,
                                  obj_score_bias=OBJ_SCORE_BIAS, video=True)

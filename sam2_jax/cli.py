@@ -8,6 +8,7 @@ from typing import Callable, NoReturn
 
 from absl import app
 from absl import flags
+from absl import logging
 
 
 def fail(message: str) -> NoReturn:
@@ -34,6 +35,13 @@ def parse_flags(argv: list[str], check: Callable[[], object] | None = None) -> l
   return argv
 
 
+def quiet_library_logs() -> None:
+  """Shows WARNING and above from the libraries' absl logging (JAX, Orbax), unless -v/--verbosity was given:
+  after parsing flags, absl turns INFO on by default. Call it at the start of `main`."""
+  if not flags.FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)
+
+
 def run(main: Callable[[], None]) -> None:
   """Runs `main` (which reads its absl flags) as a command-line program.
 
@@ -42,6 +50,7 @@ def run(main: Callable[[], None]) -> None:
   """
   def main_with_errors(argv: list[str]) -> None:
     del argv
+    quiet_library_logs()
     try:
       main()
     except (ValueError, OSError, ImportError) as e:

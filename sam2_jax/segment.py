@@ -10,7 +10,7 @@ Prompts (exactly one kind, none with --automatic), in pixels of the input:
   --box="x0,y0,x1,y1"         a box;
   --mask=PNG                  a mask PNG of the input's size (non-zero pixels = object).
 
-An input is an image (a .jpg/.jpeg/.png file) or a video (a .mp4/.mov/.webm file or a folder of
+An input is an image (a .jpg/.jpeg/.png file) or a video (a .mp4/.mov/.webm/.avi/.mkv file or a folder of
 JPEG frames named by index). A video is tracked forwards from the prompted `--frame` and, when it
 is not the first, backwards too. Written files:
   image: {output}/mask.png (palette PNG, object id 1) and {output}/overlay.png;
@@ -34,9 +34,10 @@ from sam2_jax import cli
 from sam2_jax import huge_pages
 from sam2_jax.build_sam import find_sam2_jax_checkpoint
 from sam2_jax.evaluation import io as vos_io
+from sam2_jax.evaluation import visualize
 from sam2_jax.modeling.sam2 import resize
 from sam2_jax.predictors.transforms import check_boxes
-from sam2_jax.predictors.video_frames import decode_video, list_jpeg_frames
+from sam2_jax.predictors.video_frames import VIDEO_EXTENSIONS, decode_video, list_jpeg_frames
 
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Official .pt checkpoint, a converted sam2_jax directory, or a "
                                   "train.py workdir or step (default: random weights, with a warning).")
@@ -61,7 +62,6 @@ _STABILITY_THRESH = flags.DEFINE_float("stability_score_thresh", None,
 
 DEFAULT_CONFIG = "sam2.1_hiera_t"
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
-VIDEO_FILE_EXTENSIONS = (".mp4", ".mov", ".webm")
 OBJ_ID = 1
 MASK_LOGIT = 10.0  # |logit| given to a mask prompt's pixels on images (the decoder's mask input is logits)
 
@@ -122,10 +122,10 @@ def input_kind(path: str) -> str:
   ext = os.path.splitext(path)[1].lower()
   if ext in IMAGE_EXTENSIONS:
     return "image"
-  if ext in VIDEO_FILE_EXTENSIONS:
+  if ext in VIDEO_EXTENSIONS:
     return "video"
   raise ValueError(f"unsupported input {path!r}: expected an image ({', '.join(IMAGE_EXTENSIONS)}), a video "
-                   f"({', '.join(VIDEO_FILE_EXTENSIONS)}) or a folder of JPEG frames.")
+                   f"({', '.join(VIDEO_EXTENSIONS)}) or a folder of JPEG frames.")
 
 
 def read_mask(path: str, shape: tuple[int, int]) -> np.ndarray:
@@ -178,31 +178,6 @@ class _Video:
     return _open_image(self._paths[i]) if isinstance(self.source, str) else self._frames[i]
 
 
-def overlay(frame: np.ndarray, mask: np.ndarray) -> np.ndarray:
-  """`frame` with `mask` blended half-way in the object's DAVIS palette colour (uint8 RGB)."""
-  color = np.frombuffer(vos_io.davis_palette(), np.uint8).reshape(256, 3)[OBJ_ID].astype(np.float32)
-  out = frame.astype(np.float32)
-  out[mask] = 0.5 * out[mask] + 0.5 * color
-  return out.astype(np.uint8)
-
-
-def write_overlay_mp4(path: str, frames, fps: int = 24) -> None:
-  """Encodes RGB uint8 frames (cropped to even sizes) as an MPEG-4 mp4, atomically."""
-  import av  # pylint: disable=g-import-not-at-top
-  tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.partial.mp4")
-  with av.open(tmp, mode="w") as container:
-    stream = None
-    for frame in frames:
-      if stream is None:
-        stream = container.add_stream("mpeg4", rate=fps)
-        stream.height, stream.width = (frame.shape[0] // 2) * 2, (frame.shape[1] // 2) * 2
-        stream.pix_fmt = "yuv420p"
-      image = np.ascontiguousarray(frame[:stream.height, :stream.width])
-      container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
-    container.mux(stream.encode())
-  os.replace(tmp, path)
-
-
 def _write_png(path: str, image: np.ndarray) -> None:
   tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.partial.png")
   Image.fromarray(image).save(tmp)
@@ -236,7 +211,7 @@ def segment_image(image: np.ndarray, prompt: Prompt, output: str, checkpoint: st
   os.makedirs(output, exist_ok=True)
   paths = vos_io.write_frame_masks(output, "", "mask", {OBJ_ID: mask})
   paths.append(os.path.join(output, "overlay.png"))
-  _write_png(paths[-1], overlay(image, mask))
+  _write_png(paths[-1], visualize.overlay(image, [(OBJ_ID, mask)]))
   return paths
 
 
@@ -260,14 +235,11 @@ def segment_automatic(image: np.ndarray, output: str, checkpoint: str | None = N
   generator = SAM2AutomaticMaskGenerator(build_sam2(config, checkpoint, **overrides), **generator_kwargs)
   records = sorted(generator.generate(image), key=lambda r: -r["area"])
   os.makedirs(output, exist_ok=True)
-  palette = np.frombuffer(vos_io.davis_palette(), np.uint8).reshape(256, 3).astype(np.float32)
-  blended = image.astype(np.float32)
   paths, entries = [], []
   for i, record in enumerate(records):
     mask = record["segmentation"]
     paths.append(os.path.join(output, f"mask_{i:03d}.png"))
     _write_png(paths[-1], mask.astype(np.uint8) * 255)
-    blended[mask] = 0.5 * blended[mask] + 0.5 * palette[1 + i % 255]
     entries.append({"file": os.path.basename(paths[-1]),
                     **{k: v for k, v in record.items() if k != "segmentation"}})
   paths.append(os.path.join(output, "masks.json"))
@@ -276,7 +248,7 @@ def segment_automatic(image: np.ndarray, output: str, checkpoint: str | None = N
     f.write("[\n" + ",\n".join(json.dumps(entry) for entry in entries) + "\n]\n")
   os.replace(tmp, paths[-1])
   paths.append(os.path.join(output, "overlay.png"))
-  _write_png(paths[-1], blended.astype(np.uint8))
+  _write_png(paths[-1], visualize.overlay(image, ((1 + i % 255, r["segmentation"]) for i, r in enumerate(records))))
   return paths
 
 
@@ -300,7 +272,8 @@ def segment_video(video: _Video, prompt: Prompt, frame: int, output: str, checkp
   os.makedirs(output, exist_ok=True)
   paths = [p for i in range(video.num_frames) for p in vos_io.write_frame_masks(output, "", i, {OBJ_ID: masks[i]})]
   paths.append(os.path.join(output, "overlay.mp4"))
-  write_overlay_mp4(paths[-1], (overlay(video.frame(i), masks[i]) for i in range(video.num_frames)))
+  visualize.write_mp4(paths[-1], (visualize.overlay(video.frame(i), [(OBJ_ID, masks[i])])
+                                  for i in range(video.num_frames)))
   return paths
 
 

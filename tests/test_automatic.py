@@ -18,7 +18,7 @@ from sam2_jax import SAM2AutomaticMaskGenerator
 from sam2_jax.build_sam import POSTPROCESSING, SAM2Model, get_model_config, params_from_state_dict
 from sam2_jax.predictors import amg_utils
 from tests.images import shapes_image
-from tests.oracle import build_official, torch
+from bench.oracle import build_official, torch
 
 SIZE = 256
 H, W = 240, 320

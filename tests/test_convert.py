@@ -13,7 +13,7 @@ from sam2_jax import build_sam2
 from sam2_jax.build_sam import abstract_params, get_model_config, infer_config_name, params_from_state_dict
 from sam2_jax.checkpoint import torch as torch_ckpt
 from sam2_jax.convert import convert
-from tests.oracle import build_official, torch
+from bench.oracle import build_official, torch
 
 # Key counts of the official state dicts (params plus the one buffer).
 OFFICIAL_KEY_COUNTS = {"sam2.1_hiera_t": 471, "sam2.1_hiera_s": 519, "sam2.1_hiera_b+": 615,
@@ -151,7 +151,7 @@ def test_to_torch_round_trip_loads_in_official_model(tmp_path, official_t):
   assert set(back) == set(official_t)
   for key, value in official_t.items():
     np.testing.assert_array_equal(back[key].numpy(), value, err_msg=key)
-  from tests.oracle import official_config_path, sam2_build  # pylint: disable=g-import-not-at-top
+  from bench.oracle import official_config_path, sam2_build  # pylint: disable=g-import-not-at-top
   sam2_build.build_sam2(official_config_path("sam2.1_hiera_t"), ckpt_path=str(tmp_path / "out.pt"), device="cpu",
                         hydra_overrides_extra=["++model.image_size=256"])  # strict load
   assert not (tmp_path / "out.pt.partial").exists()

@@ -22,7 +22,7 @@ from sam2_jax.build_sam import abstract_params, get_model_config, params_from_st
 from sam2_jax.checkpoint import hf
 from sam2_jax.checkpoint import torch as torch_ckpt
 from sam2_jax.convert import convert
-from tests.oracle import build_official
+from bench.oracle import build_official
 
 # transformers' KEYS_TO_MODIFY_MAPPING, applied in this order, each as a plain substring replacement.
 RENAMES = [

@@ -203,7 +203,6 @@ def write_tfds_sa1b(data_dir: str, examples: list[dict], num_shards: int = 2) ->
 
 
 def test_sa1b_tfds_round_trip(tmp_path, monkeypatch):
-  pytest.importorskip("tensorflow_datasets")
   raw = tmp_path / "sa1b"
   paths = synthetic.write_sa1b(str(raw), 4, H, W, SEED)
   examples = [tfds_sa1b_example(p) for p in paths]
@@ -242,7 +241,6 @@ def test_sa1b_tfds_round_trip(tmp_path, monkeypatch):
 
 
 def test_sa1b_tfds_bad_examples(tmp_path):
-  pytest.importorskip("tensorflow_datasets")
   raw = tmp_path / "sa1b"
   paths = synthetic.write_sa1b(str(raw), 4, H, W, SEED)
   examples = [tfds_sa1b_example(p) for p in paths]

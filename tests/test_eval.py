@@ -94,7 +94,7 @@ def test_eval_never_writes_into_the_dataset(tmp_path):
 
 def test_eval_bad_input(tmp_path):
   run = run_eval(f"--data_root={tmp_path / 'missing'}", f"--output_dir={tmp_path / 'o'}", restart=False)
-  assert run.returncode == 2 and "is not a dataset folder" in run.stderr
+  assert run.returncode == 2 and "is not a VOS dataset folder" in run.stderr
   run = run_eval(f"--gt_root={tmp_path}", f"--pred_root={tmp_path / 'nope'}", restart=False)
   assert run.returncode == 2 and "does not exist" in run.stderr
 

@@ -10,7 +10,7 @@ from sam2_jax.configs import get_config
 from sam2_jax.checkpoint.torch import state_dict_to_params
 from sam2_jax.modeling.hiera import Hiera, bicubic_matrix
 from sam2_jax.modeling.image_encoder import ImageEncoder
-from tests.oracle import build_official, nchw, rel_err, to_torch, torch
+from bench.oracle import build_official, nchw, rel_err, to_torch, torch
 
 TOL = 1e-4
 

@@ -7,7 +7,7 @@ import sam2.sam2_image_predictor as official_predictor
 from sam2_jax import SAM2ImagePredictor, build_sam2
 from sam2_jax.build_sam import POSTPROCESSING, SAM2Model, get_model_config, params_from_state_dict
 from tests.images import shapes_image
-from tests.oracle import build_official, torch
+from bench.oracle import build_official, torch
 
 
 def mask_iou(a, b):

@@ -5,7 +5,7 @@ import pytest
 
 from sam2_jax.build_sam import get_model_config, init_params
 from sam2_jax.checkpoint.torch import params_to_state_dict
-from tests.oracle import official_config_path, sam2_build, torch
+from bench.oracle import official_config_path, sam2_build, torch
 
 
 @pytest.mark.parametrize("name", ["sam2.1_hiera_t", "sam2_hiera_s"])

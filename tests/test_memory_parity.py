@@ -12,7 +12,7 @@ from sam2_jax.checkpoint.torch import state_dict_to_params
 from sam2_jax.modeling.memory_attention import MemoryAttention
 from sam2_jax.modeling.memory_encoder import MemoryEncoder
 from sam2_jax.modeling.sam2 import SAM2
-from tests.oracle import build_official, nchw, rel_err, to_torch, torch
+from bench.oracle import build_official, nchw, rel_err, to_torch, torch
 
 NAME = "sam2.1_hiera_t"
 TOL = 1e-4

@@ -65,7 +65,7 @@ def official_groups(model, lr, vision_lr, weight_decay, layer_decay):
 
 @pytest.mark.parametrize("name", ["sam2.1_hiera_t", "sam2_hiera_s"])
 def test_param_groups_match_official_rules(name):
-  from tests.oracle import build_official  # pylint: disable=g-import-not-at-top
+  from bench.oracle import build_official  # pylint: disable=g-import-not-at-top
   model, _ = build_official(name, 256)
   cfg = config(lr=5e-6, vision_lr=3e-6, layer_decay=0.9, weight_decay=0.1)
   expected = official_groups(model, cfg.lr, cfg.vision_lr, cfg.weight_decay, cfg.layer_decay)
@@ -108,7 +108,7 @@ def test_lr_scales_multiply_the_matching_params():
 def test_optimizer_traces_on_real_tree():
   params = abstract_params(get_model_config("sam2.1_hiera_t", image_size=256))
   for freeze in (False, True):
-    tx = opt.make_optimizer(config(freeze_image_encoder=freeze), params, total_steps=100)
+    tx = opt.make_optimizer(config(), params, total_steps=100, freeze_image_encoder=freeze)
     state = jax.eval_shape(tx.init, params)
     updates, _ = jax.eval_shape(tx.update, params, state, params)
     assert jax.tree.structure(updates) == jax.tree.structure(params)
@@ -227,8 +227,8 @@ def test_frozen_image_encoder():
   """Zero updates and no state for image_encoder; its gradients do not enter the clipping norm."""
   params = small_tree(0)
   grads = small_tree(1)
-  cfg = config(lr=1e-2, vision_lr=4e-3, freeze_image_encoder=True)
-  tx = opt.make_optimizer(cfg, params, 10)
+  cfg = config(lr=1e-2, vision_lr=4e-3)
+  tx = opt.make_optimizer(cfg, params, 10, freeze_image_encoder=True)
   state = tx.init(params)
   updates, _ = jax.jit(tx.update)(grads, state, params)
   for path, u in flat(updates).items():

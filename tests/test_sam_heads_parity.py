@@ -10,7 +10,7 @@ import pytest
 from sam2_jax.checkpoint.torch import state_dict_to_params
 from sam2_jax.modeling.mask_decoder import MaskDecoder
 from sam2_jax.modeling.prompt_encoder import PromptEncoder
-from tests.oracle import build_official, nchw, rel_err, to_torch, torch
+from bench.oracle import build_official, nchw, rel_err, to_torch, torch
 
 NAME = "sam2.1_hiera_t"
 TOL = 1e-4

@@ -73,6 +73,9 @@ def test_interrupt_and_resume_is_exact(full_run):
       r"ValueError: OUT_OF_RANGE: Error reading .*", skipped[0]), skipped
   assert "Traceback" not in run.stderr, run.stderr[-4000:]
   assert "Resumed from step 2" in run.stdout
+  # The output is one progress bar: no libraries' INFO lines, no propagation or data-writing bars.
+  assert not re.search(r"^I\d{4} ", run.stderr, re.M), run.stderr[-4000:]
+  assert run.stderr.rstrip().endswith("5/5") or re.search(r"train: 100%\|.*\| 5/5 ", run.stderr), run.stderr[-4000:]
   assert sorted(os.listdir(resumed / "checkpoints")) == ["2", "4", "5"]
   # Each step is logged once, steps 1 and 2 from before the interruption; steps 3 to 5 again, identically.
   want, got = _logged(full), _logged(resumed)
@@ -165,3 +168,39 @@ def test_sharded_step_matches_single_device(tmp_path):
   run = subprocess.run([sys.executable, "-c", SHARDED], capture_output=True, text=True, cwd=ROOT,
                        env=_env(tmp_path, devices=8))
   assert run.returncode == 0 and "OK" in run.stdout, run.stderr[-4000:]
+
+
+def test_frozen_image_encoder_is_unchanged():
+  """With config.freeze_image_encoder, three steps leave the encoder's params bit-identical (no update, no weight
+  decay) and train the rest."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from configs.train import get_config  # pylint: disable=g-import-not-at-top
+  from sam2_jax.build_sam import get_model_config, init_params  # pylint: disable=g-import-not-at-top
+  from sam2_jax.modeling.sam2 import SAM2  # pylint: disable=g-import-not-at-top
+  from sam2_jax.training import step  # pylint: disable=g-import-not-at-top
+  c = get_config("demo")
+  c.freeze_image_encoder = True
+  c.optimizer.warmup_steps = 0
+  c.prompts.num_correction_pt_per_frame = 1
+  c.model_overrides.image_size = 64
+  c.model_overrides.memory_attention.num_layers = 1
+  model_config = get_model_config(c.model_name, **c.model_overrides.to_dict())
+  params = init_params(model_config, jax.random.key(0))
+  tx, step_fn = step.from_config(SAM2(model_config), c, params)
+  state = step.TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
+                          rng=jax.random.key(1))
+  masks = np.zeros((1, 2, 1, 64, 64), bool)
+  masks[:, :, 0, 10:30, 15:35] = True
+  batch = dict(images=np.random.default_rng(0).integers(0, 255, (1, 2, 64, 64, 3), dtype=np.uint8), masks=masks,
+               obj_valid=np.ones((1, 1), bool))
+  train_step = jax.jit(step_fn)
+  for _ in range(3):
+    state, _ = train_step(state, batch)
+  before, after = jax.device_get(params), jax.device_get(state.params)
+  for a, b in zip(jax.tree.leaves(before["image_encoder"]), jax.tree.leaves(after["image_encoder"])):
+    np.testing.assert_array_equal(a, b)
+  for module in ("sam_mask_decoder", "memory_attention", "memory_encoder"):
+    assert any(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(before[module]),
+                                                         jax.tree.leaves(after[module]))), module

@@ -11,7 +11,7 @@ from sam2_jax.build_sam import POSTPROCESSING, SAM2Model, get_model_config, para
 from sam2_jax.predictors.postprocess import fill_holes, fill_holes_and_sprinkles, fill_holes_on_device
 from sam2_jax.predictors.video import SAM2VideoPredictor, _video_res
 from tests.images import shapes_image
-from tests.oracle import build_official, torch
+from bench.oracle import build_official, torch
 
 IMAGE_SIZE = 256
 NUM_FRAMES = 10

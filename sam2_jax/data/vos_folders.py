@@ -16,17 +16,12 @@ from sam2_jax.data.sa1b import check_jpeg
 from sam2_jax.evaluation import io as vos_io
 
 SOURCE = "vos"
-FOLDER_PAIRS = (("JPEGImages", "Annotations"), ("JPEGImages_24fps", "Annotations_6fps"))
 JPEG_EXTENSIONS = (".jpg", ".jpeg", ".JPG", ".JPEG")
 
 
 def find_folders(root: str) -> tuple[str, str]:
   """(frames folder, annotations folder) of a dataset root in the DAVIS or SA-V layout."""
-  for frames, annotations in FOLDER_PAIRS:
-    if os.path.isdir(os.path.join(root, frames)) and os.path.isdir(os.path.join(root, annotations)):
-      return os.path.join(root, frames), os.path.join(root, annotations)
-  raise ValueError(f"{root!r} is not a VOS dataset folder: expected JPEGImages/ + Annotations/ or "
-                   "JPEGImages_24fps/ + Annotations_6fps/.")
+  return vos_io.dataset_layout(root)[1:]
 
 
 def list_videos(annotations_dir: str) -> list[str]:

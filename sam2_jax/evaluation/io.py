@@ -24,6 +24,17 @@ DAVIS = "davis"
 SAV = "sav"
 LAYOUTS = (DAVIS, SAV)
 PNG = ".png"
+# A dataset root holds a frames folder and an annotations folder, named by layout.
+DATASET_FOLDERS = {DAVIS: ("JPEGImages", "Annotations"), SAV: ("JPEGImages_24fps", "Annotations_6fps")}
+
+
+def dataset_layout(data_root: str) -> tuple[str, str, str]:
+  """(layout, frames folder, annotations folder) of a dataset root in the DAVIS or SA-V layout."""
+  for layout, (frames, annotations) in DATASET_FOLDERS.items():
+    if os.path.isdir(os.path.join(data_root, frames)) and os.path.isdir(os.path.join(data_root, annotations)):
+      return layout, os.path.join(data_root, frames), os.path.join(data_root, annotations)
+  raise ValueError(f"{data_root!r} is not a VOS dataset folder: expected JPEGImages/ + Annotations/ (DAVIS) or "
+                   "JPEGImages_24fps/ + Annotations_6fps/ (SA-V).")
 
 
 def davis_palette() -> bytes:

@@ -7,19 +7,9 @@ import shutil
 import numpy as np
 
 from sam2_jax.evaluation import io as vos_io
+from sam2_jax.evaluation import visualize
+from sam2_jax.modeling.sam2 import NO_OBJ_SCORE, non_overlapping
 from sam2_jax.predictors.video_frames import list_jpeg_frames
-
-LAYOUT_FOLDERS = {vos_io.DAVIS: ("JPEGImages", "Annotations"), vos_io.SAV: ("JPEGImages_24fps", "Annotations_6fps")}
-
-
-def dataset_layout(data_root: str) -> tuple[str, str, str]:
-  """(layout, frames folder, annotations folder) of a dataset root."""
-  for layout, (frames, annotations) in LAYOUT_FOLDERS.items():
-    if os.path.isdir(os.path.join(data_root, frames)) and os.path.isdir(os.path.join(data_root, annotations)):
-      return layout, os.path.join(data_root, frames), os.path.join(data_root, annotations)
-  raise ValueError(f"{data_root!r} is not a dataset folder: expected JPEGImages/ + Annotations/ (DAVIS) or "
-                   "JPEGImages_24fps/ + Annotations_6fps/ (SA-V).")
-
 
 def check_output_dir(output_dir: str, frames_dir: str, ann_root: str) -> None:
   """Refuses an output folder that is, lies inside or contains the dataset's frames or annotations folder."""
@@ -86,10 +76,9 @@ def predict_video(predictor, frames_dir: str, ann_root: str, video: str, later_o
   all_ids = sorted({o for per_frame in logits.values() for o in per_frame})
   results = {}
   for i in range(len(names)):
-    stack = np.stack([logits[i].get(o, np.full((h, w), -1024.0, np.float32)) for o in all_ids])
-    if later_objects and predictor.non_overlap_masks and len(all_ids) > 1:
-      keep = np.argmax(stack, axis=0)[None] == np.arange(len(all_ids))[:, None, None]
-      stack = np.where(keep, stack, np.minimum(stack, -10.0))
+    stack = np.stack([logits[i].get(o, np.full((h, w), NO_OBJ_SCORE, np.float32)) for o in all_ids])
+    if later_objects and predictor.non_overlap_masks:
+      stack = np.asarray(non_overlapping(stack))
     results[i] = {o: stack[k] > score_thresh for k, o in enumerate(all_ids)}
   return names, results
 
@@ -106,27 +95,6 @@ def write_video_masks(out_root: str, video: str, names, results, layout: str, sh
   os.replace(tmp_root, final)
 
 
-def write_overlay_mp4(path: str, frames_dir: str, names, results, fps: int = 24) -> None:
-  """An MP4 of the frames with each object's mask blended in its DAVIS palette colour."""
-  import av  # pylint: disable=g-import-not-at-top
-  from PIL import Image  # pylint: disable=g-import-not-at-top
-  palette = np.frombuffer(vos_io.davis_palette(), np.uint8).reshape(256, 3).astype(np.float32)
-  tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.partial.mp4")
-  with av.open(tmp, mode="w") as container:
-    stream = None
-    for i, name in enumerate(names):
-      frame = np.asarray(Image.open(os.path.join(frames_dir, f"{name}.jpg")).convert("RGB"), np.float32)
-      for obj_id, mask in results[i].items():
-        frame[mask] = 0.5 * frame[mask] + 0.5 * palette[obj_id % 256]
-      if stream is None:
-        stream = container.add_stream("mpeg4", rate=fps)
-        stream.height, stream.width = (frame.shape[0] // 2) * 2, (frame.shape[1] // 2) * 2
-        stream.pix_fmt = "yuv420p"
-      image = frame[:stream.height, :stream.width].astype(np.uint8)
-      container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
-    container.mux(stream.encode())
-  os.replace(tmp, path)
-
 
 def copy_first_frame(ann_root: str, video: str, names: list[str]) -> dict[int, dict[int, np.ndarray]]:
   """The baseline every tracker must beat: each object's first annotated mask on every later frame."""
@@ -136,11 +104,18 @@ def copy_first_frame(ann_root: str, video: str, names: list[str]) -> dict[int, d
   return {i: {o: (m if i >= index_of[t] else empty[o]) for o, (t, m) in prompts.items()} for i in range(len(names))}
 
 
+def write_overlay_mp4(path: str, frames_dir: str, names, results, fps: int = 24) -> None:
+  """An MP4 of a video's frames with each object's predicted mask blended in its DAVIS palette colour."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  frames = (np.asarray(Image.open(os.path.join(frames_dir, f"{name}.jpg")).convert("RGB")) for name in names)
+  visualize.write_mp4(path, (visualize.overlay(frame, results[i].items()) for i, frame in enumerate(frames)), fps)
+
+
 def evaluate_tracker(predictor, data_root: str, output_dir: str, max_videos: int | None = None,
                      score_thresh: float = 0.0) -> tuple[float, float]:
   """(J&F of `predictor`, J&F of copying the first frame) in percent on a VOS dataset folder."""
   from sam2_jax.evaluation import vos_metrics  # pylint: disable=g-import-not-at-top
-  layout, frames_dir, ann_root = dataset_layout(data_root)
+  layout, frames_dir, ann_root = vos_io.dataset_layout(data_root)
   check_output_dir(output_dir, frames_dir, ann_root)
   videos = select_videos(frames_dir, ann_root)[:max_videos]
   scores = []

@@ -25,6 +25,18 @@ NO_OBJ_SCORE = -1024.0  # logits of masks where the object is predicted absent
 HIDDEN_DIM = 256
 
 
+def non_overlapping(logits: jax.Array, axis: int = 0) -> jax.Array:
+  """The official non-overlap rule over objects on `axis`: at each pixel, every object but the highest-scoring
+  one gets a logit of at most -10."""
+  num_objects = logits.shape[axis]
+  if num_objects < 2:
+    return logits
+  index_shape = [1] * logits.ndim
+  index_shape[axis] = num_objects
+  keep = jnp.argmax(logits, axis=axis, keepdims=True) == jnp.arange(num_objects).reshape(index_shape)
+  return jnp.where(keep, logits, jnp.minimum(logits, -10.0))
+
+
 def resize(x: jnp.ndarray, size: tuple[int, int], antialias: bool = False) -> jnp.ndarray:
   """Bilinear resize of (B, M, H, W) maps (half-pixel centres, as torch align_corners=False)."""
   return jax.image.resize(x.astype(jnp.float32), (*x.shape[:-2], *size), "bilinear", antialias=antialias)

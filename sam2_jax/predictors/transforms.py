@@ -8,6 +8,12 @@ IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
 
 
+def normalize(images):
+  """RGB values in 0..255 (..., 3), uint8 or float -> float32 with ImageNet's normalisation, as the official
+  models take them. NumPy in, NumPy out; a JAX array in, a JAX array out."""
+  return (images.astype(np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
+
+
 def as_rgb_uint8(image, what: str = "image") -> np.ndarray:
   """An HWC RGB uint8 array from a NumPy array or a PIL image; ValueError otherwise."""
   if hasattr(image, "convert") and hasattr(image, "size"):  # PIL image
@@ -50,6 +56,4 @@ def preprocess(image: jnp.ndarray, size: int) -> jnp.ndarray:
 
   Matches the official image predictor (torchvision ToTensor, Resize((size, size)), Normalize).
   """
-  x = image.astype(jnp.float32) / 255.0
-  x = jax.image.resize(x, (size, size, 3), "bilinear", antialias=True)
-  return (x - IMAGENET_MEAN) / IMAGENET_STD
+  return normalize(jax.image.resize(image.astype(jnp.float32), (size, size, 3), "bilinear", antialias=True))

@@ -21,22 +21,18 @@ from sam2_jax import compilation_cache
 from sam2_jax.build_sam import SAM2Model, build_sam2
 from sam2_jax.modeling import track
 from sam2_jax.modeling.memory_bank import MemoryBank, ring_sizes
-from sam2_jax.modeling.sam2 import NO_OBJ_SCORE, SAM2, resize
+from sam2_jax.modeling.sam2 import NO_OBJ_SCORE, SAM2, non_overlapping, resize
 from sam2_jax.predictors import postprocess
-from sam2_jax.predictors.transforms import IMAGENET_MEAN, IMAGENET_STD, check_boxes, check_points
+from sam2_jax.predictors.transforms import check_boxes, check_points, normalize
 from sam2_jax.predictors.video_frames import VideoFrames
 
 State = dict[str, Any]
 _COND, _NON_COND = "cond_frame_outputs", "non_cond_frame_outputs"
 
 
-def _normalize(frames: jnp.ndarray) -> jnp.ndarray:
-  return (frames.astype(jnp.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
-
-
 @functools.partial(jax.jit, static_argnums=0)
 def _image_features(module: SAM2, params, frame):
-  return module.apply({"params": params}, _normalize(frame)[None], method=SAM2.forward_image)
+  return module.apply({"params": params}, normalize(frame)[None], method=SAM2.forward_image)
 
 
 @functools.partial(jax.jit, static_argnums=0,
@@ -61,11 +57,7 @@ def _encode_memory(module: SAM2, params, feats, low_res_masks, object_score_logi
 def _video_res(masks: jnp.ndarray, size: tuple[int, int], non_overlap: bool) -> jnp.ndarray:
   """(..., B, 1, h, w) logits -> (..., B, 1, H, W) at the video resolution, optionally without overlaps."""
   out = resize(masks, size)
-  num_objects = out.shape[-4]
-  if non_overlap and num_objects > 1:
-    keep = jnp.argmax(out, axis=-4, keepdims=True) == jnp.arange(num_objects)[:, None, None, None]
-    out = jnp.where(keep, out, jnp.minimum(out, -10.0))
-  return out
+  return non_overlapping(out, axis=-4) if non_overlap else out
 
 
 @functools.partial(jax.jit, static_argnums=0, static_argnames=("reverse", "video_size", "fill_hole_area",
@@ -77,7 +69,7 @@ def _propagate(module: SAM2, params, bank, frames, frame_indices, is_cond, num_f
   frames (T, S, S, 3) uint8 at the model's input size; is_cond (T, B); cond_masks (T, B, 1, h, w):
   the stored low-res logits of conditioning frames, which their video-resolution masks come from.
   """
-  bank, ys = module.apply({"params": params}, bank, _normalize(frames), frame_indices, is_cond, num_frames,
+  bank, ys = module.apply({"params": params}, bank, normalize(frames), frame_indices, is_cond, num_frames,
                           reverse=reverse, method=track.propagate)
   ys["pred_masks"] = postprocess.fill_holes_on_device(ys["pred_masks"].astype(jnp.float32), fill_hole_area)
   low_res = jnp.where(is_cond[:, :, None, None, None], cond_masks, ys["pred_masks"])
@@ -89,7 +81,7 @@ class SAM2VideoPredictor:
   """Tracks objects through a video from clicks, boxes or masks on any frames."""
 
   def __init__(self, model: SAM2Model, fill_hole_area: int = 0, non_overlap_masks: bool = False,
-               add_all_frames_to_correct_as_cond: bool = False, chunk_size: int = 8):
+               add_all_frames_to_correct_as_cond: bool = False, chunk_size: int = 8, progress: bool = True):
     """
     Args:
       model: from `build_sam2` (use `build_sam2_video_predictor` for the official defaults).
@@ -98,6 +90,7 @@ class SAM2VideoPredictor:
       non_overlap_masks: at each pixel only the highest-scoring object keeps a positive logit.
       add_all_frames_to_correct_as_cond: corrected frames become conditioning frames.
       chunk_size: frames per `lax.scan` call during propagation (a power of two).
+      progress: show a progress bar while propagating.
     """
     if chunk_size < 1 or chunk_size & (chunk_size - 1):
       raise ValueError(f"chunk_size must be a power of two, got {chunk_size}.")
@@ -109,6 +102,7 @@ class SAM2VideoPredictor:
     self.non_overlap_masks = non_overlap_masks
     self.add_all_frames_to_correct_as_cond = add_all_frames_to_correct_as_cond
     self.chunk_size = chunk_size
+    self.progress = progress
 
   @property
   def image_size(self) -> int:
@@ -337,7 +331,7 @@ class SAM2VideoPredictor:
     outputs = [state["output_dict_per_obj"][o] for o in range(len(state["obj_ids"]))]
     chunks = [order[i:i + self.chunk_size] for i in range(0, len(order), self.chunk_size)]
     bank = self._build_bank(state, list(range(len(outputs))), order[0], reverse)
-    with tqdm.tqdm(total=len(order), desc="propagate in video") as bar:
+    with tqdm.tqdm(total=len(order), desc="propagate in video", disable=not self.progress) as bar:
       bank, pending = self._dispatch_chunk(state, bank, chunks[0], outputs, reverse)
       for k in range(len(chunks)):
         frames_idx, is_cond, ys = pending

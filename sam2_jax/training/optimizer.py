@@ -12,7 +12,8 @@ official state-dict name:
   (optionally after a linear warmup); the weight decay is decoupled (AdamW: `p -= lr * wd * p`).
 Frozen params get no update and no optimizer state, and their gradients do not count in the clipping
 norm (as for torch params with `requires_grad=False`): the official buffers that are params in the
-Flax tree (`BUFFERS`) always, and `image_encoder.*` with `freeze_image_encoder`.
+Flax tree (`BUFFERS`) always, and `image_encoder.*` with `freeze_image_encoder` (the training config's
+option, which also stops the train step's gradients into the encoder).
 """
 
 import dataclasses
@@ -44,7 +45,7 @@ def default_config() -> ml_collections.ConfigDict:
   """The official MOSE fine-tune values (AdamW, torch defaults for betas and eps)."""
   return ml_collections.ConfigDict(dict(
       lr=5.0e-6, vision_lr=3.0e-6, weight_decay=0.1, layer_decay=0.9, clip_norm=0.1, warmup_steps=0,
-      end_lr_factor=0.1, freeze_image_encoder=False, b1=0.9, b2=0.999, eps=1e-8,
+      end_lr_factor=0.1, b1=0.9, b2=0.999, eps=1e-8,
       lr_scales=()))  # (pattern, factor) pairs: params whose official name matches also get lr × factor
 
 
@@ -95,7 +96,7 @@ def is_torch_layer_norm(path: Path, params_flat: dict[Path, Any]) -> bool:
   return not any(fnmatch.fnmatchcase(module_key, p) for p in LAYER_NORM_2D)
 
 
-def param_groups(params: Params, config: ml_collections.ConfigDict) -> Params:
+def param_groups(params: Params, config: ml_collections.ConfigDict, freeze_image_encoder: bool = False) -> Params:
   """A tree like `params` with a `ParamGroup` per parameter (learning rate, decay, trainability)."""
   flat = _flat(params)
   depth = trunk_depth(params)
@@ -109,7 +110,7 @@ def param_groups(params: Params, config: ml_collections.ConfigDict) -> Params:
     no_decay = fnmatch.fnmatchcase(key, "*bias*") or is_torch_layer_norm(path, flat)
     groups[path] = ParamGroup(lr=(vision_lr if vision else config.lr) * scale * extra, layer_scale=scale,
                               weight_decay=0.0 if no_decay else config.weight_decay,
-                              trainable=key not in BUFFERS and not (vision and config.freeze_image_encoder))
+                              trainable=key not in BUFFERS and not (vision and freeze_image_encoder))
   return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(params), [groups[p] for p in flat])
 
 
@@ -172,13 +173,15 @@ def scale_by_param_groups(groups: Params, factor: Callable[[jax.Array], jax.Arra
   return optax.GradientTransformation(init_fn, update_fn)
 
 
-def make_optimizer(config: ml_collections.ConfigDict, params: Params, total_steps: int) -> optax.GradientTransformation:
+def make_optimizer(config: ml_collections.ConfigDict, params: Params, total_steps: int,
+                   freeze_image_encoder: bool = False) -> optax.GradientTransformation:
   """The official SAM 2 AdamW for `params` (a tree or its abstract shapes) over `total_steps` steps.
 
   `config` fields: lr, vision_lr, weight_decay, layer_decay, clip_norm (None or 0: no clipping),
-  warmup_steps, end_lr_factor, freeze_image_encoder, b1, b2, eps, lr_scales (see `default_config`).
+  warmup_steps, end_lr_factor, b1, b2, eps, lr_scales (see `default_config`). With `freeze_image_encoder`,
+  `image_encoder.*` is neither updated nor decayed.
   """
-  groups = param_groups(params, config)
+  groups = param_groups(params, config, freeze_image_encoder)
   parts = [clip_by_global_norm(config.clip_norm)] if config.clip_norm else []
   parts += [optax.scale_by_adam(b1=config.b1, b2=config.b2, eps=config.eps),
             scale_by_param_groups(groups, lr_factor_schedule(total_steps, config.warmup_steps,

@@ -7,7 +7,8 @@ each with its clip's image features, as the official trainer does. Prompts live 
 buffers with a token mask, so every frame has the same shapes whatever prompts it received.
 """
 
-from typing import Any
+import functools
+from typing import Any, Callable
 
 import flax
 import jax
@@ -18,8 +19,9 @@ import optax
 from sam2_jax.modeling import track
 from sam2_jax.modeling.memory_bank import MemoryBank
 from sam2_jax.modeling.sam2 import NO_OBJ_SCORE, SAM2, resize, use_multimask
-from sam2_jax.predictors.transforms import IMAGENET_MEAN, IMAGENET_STD
+from sam2_jax.predictors import transforms
 from sam2_jax.training import losses
+from sam2_jax.training import optimizer
 from sam2_jax.training import prompt_simulation as ps
 
 Params = Any
@@ -77,7 +79,7 @@ def clip_losses(module: SAM2, batch: dict[str, jax.Array], key: jax.Array, promp
   b, t, s = images.shape[:3]
   o = gt_masks.shape[2]
   n = b * o
-  x = (images.reshape(b * t, s, s, 3).astype(jnp.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
+  x = transforms.normalize(images.reshape(b * t, s, s, 3))
   feats = module.forward_image(x, deterministic=freeze_image_encoder)  # drop path in a trained trunk
   if freeze_image_encoder:
     feats = jax.lax.stop_gradient(feats)
@@ -200,3 +202,13 @@ def train_step(module: SAM2, tx: optax.GradientTransformation, state: TrainState
   params = optax.apply_updates(state.params, updates)
   metrics = dict(metrics, grad_norm=optax.global_norm(grads))
   return TrainState(step=state.step + 1, params=params, opt_state=opt_state, rng=rng), metrics
+
+
+def from_config(module: SAM2, config: ml_collections.ConfigDict, params: Params) -> tuple[
+    optax.GradientTransformation, Callable[[TrainState, dict[str, jax.Array]], tuple[TrainState, dict[str, jax.Array]]]]:
+  """The optimizer for `params` (a tree or its abstract shapes) and the train step (not jitted) of a training
+  config (`configs/train.py`): `config.freeze_image_encoder` both stops the encoder's gradients and keeps the
+  optimizer (weight decay included) off its params."""
+  tx = optimizer.make_optimizer(config.optimizer, params, config.num_steps, config.freeze_image_encoder)
+  return tx, functools.partial(train_step, module, tx, prompts=config.prompts,
+                               freeze_image_encoder=config.freeze_image_encoder, remat=config.remat)

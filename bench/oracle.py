@@ -1,4 +1,5 @@
-"""The official implementation (`sam2==1.1.0`, PyTorch on the CPU) with perturbed random weights.
+"""The official implementation (`sam2==1.1.0`, PyTorch on the CPU) with perturbed random weights: the oracle
+of the parity tests and the reference contender of the benchmarks.
 
 The oracle is required: without it the tests that use it fail at import instead of being skipped.
 
