@@ -13,6 +13,7 @@ a variable length: slots it would not use are masked, which equals leaving them 
 from typing import Any
 
 import flax
+import jax
 import jax.numpy as jnp
 import ml_collections
 
@@ -66,16 +67,31 @@ class MemoryBank:
                         cond_frames=upd(self.cond_frames, jnp.broadcast_to(frame_idx, (b,))),
                         cond_valid=upd(self.cond_valid, valid))
 
-  def add_recent(self, frame_idx, feats, obj_ptr, valid) -> "MemoryBank":
-    """Writes a tracked (non-conditioning) frame into both rings; `valid` (B,) False leaves it out."""
+  def add_recent(self, frame_idx, feats, obj_ptr, valid, ptr_valid=None) -> "MemoryBank":
+    """Writes a tracked (non-conditioning) frame into both rings (slot `frame_idx % ring size`) for the objects
+    where `valid` (B,) is True (`ptr_valid`, default `valid`, for the pointer ring); the others keep the slot
+    as it was (an older frame, which the frames after this one never look up)."""
     b = self.mem_frames.shape[0]
     frame = jnp.broadcast_to(jnp.asarray(frame_idx, jnp.int32), (b,))
+    ptr_valid = valid if ptr_valid is None else ptr_valid
     sm, sp = frame_idx % self.mem_frames.shape[1], frame_idx % self.ptr_frames.shape[1]
-    upd = lambda arr, slot, x: arr.at[:, slot].set(x.astype(arr.dtype))
+
+    def upd(arr, slot, x, ok):
+      ok = jnp.reshape(ok, (b,) + (1,) * (arr.ndim - 2))
+      return arr.at[:, slot].set(jnp.where(ok, jnp.asarray(x, arr.dtype), arr[:, slot]))
+
     return self.replace(
-        mem_feats=upd(self.mem_feats, sm, feats), mem_frames=upd(self.mem_frames, sm, frame),
-        mem_valid=upd(self.mem_valid, sm, valid), ptrs=upd(self.ptrs, sp, obj_ptr),
-        ptr_frames=upd(self.ptr_frames, sp, frame), ptr_valid=upd(self.ptr_valid, sp, valid))
+        mem_feats=upd(self.mem_feats, sm, feats, valid), mem_frames=upd(self.mem_frames, sm, frame, valid),
+        mem_valid=upd(self.mem_valid, sm, valid, valid), ptrs=upd(self.ptrs, sp, obj_ptr, ptr_valid),
+        ptr_frames=upd(self.ptr_frames, sp, frame, ptr_valid), ptr_valid=upd(self.ptr_valid, sp, ptr_valid, ptr_valid))
+
+  def add(self, frame_idx, feats, obj_ptr, as_cond, cond_slot) -> "MemoryBank":
+    """A new frame's memory, for all objects: into conditioning slot `cond_slot` where `as_cond` (a traced bool),
+    else into the recent rings."""
+    valid = jnp.ones(self.cond_frames.shape[:1], bool)
+    cond = self.add_cond(cond_slot, frame_idx, feats, obj_ptr, valid)
+    recent = self.add_recent(frame_idx, feats, obj_ptr, valid)
+    return jax.tree.map(lambda c, r: jnp.where(as_cond, c, r), cond, recent)
 
 
 def select_cond(frames: jnp.ndarray, valid: jnp.ndarray, frame_idx, max_cond: int) -> jnp.ndarray:

@@ -399,24 +399,28 @@ class SAM2VideoPredictor:
     config = self.model.config
     outputs = [state["output_dict_per_obj"][o] for o in obj_idxs]
     num_cond = max(1, max(len(o[_COND]) for o in outputs))
-    bank = jax.tree.map(np.array, MemoryBank.empty(config, len(obj_idxs), num_cond))
+    bank = MemoryBank.empty(config, len(obj_idxs), num_cond)
+    feats_shape, ptr_shape = bank.cond_feats.shape[2:], bank.cond_ptrs.shape[2:]
+
+    def stacked(entries, key, shape):
+      return np.stack([np.zeros(shape, np.float32) if e is None or e[key] is None else e[key] for e in entries])
+
+    for k in range(num_cond):
+      cond = [list(o[_COND].items())[k] if k < len(o[_COND]) else (-1, None) for o in outputs]
+      entries = [e for _, e in cond]
+      bank = bank.add_cond(k, np.array([t for t, _ in cond], np.int32), stacked(entries, "maskmem_features",
+                           feats_shape), stacked(entries, "obj_ptr", ptr_shape), np.array([e is not None for e in entries]))
     lm, lp = ring_sizes(config)
     step = -1 if reverse else 1
-    for b, out in enumerate(outputs):
-      for k, (t, entry) in enumerate(out[_COND].items()):
-        bank.cond_feats[b, k], bank.cond_ptrs[b, k] = entry["maskmem_features"], entry["obj_ptr"]
-        bank.cond_frames[b, k], bank.cond_valid[b, k] = t, True
-      for dist in range(1, max(lm, lp) + 1):
-        t = frame_idx - step * dist
-        entry = out[_NON_COND].get(t)
-        if entry is None:
-          continue
-        if dist <= lm and entry["maskmem_features"] is not None:
-          bank.mem_feats[b, t % lm], bank.mem_frames[b, t % lm], bank.mem_valid[b, t % lm] = (
-              entry["maskmem_features"], t, True)
-        if dist <= lp:
-          bank.ptrs[b, t % lp], bank.ptr_frames[b, t % lp], bank.ptr_valid[b, t % lp] = entry["obj_ptr"], t, True
-    return jax.tree.map(jnp.asarray, bank)
+    for dist in range(max(lm, lp), 0, -1):
+      t = frame_idx - step * dist
+      entries = [o[_NON_COND].get(t) for o in outputs]
+      mem_ok = np.array([e is not None and dist <= lm and e["maskmem_features"] is not None for e in entries])
+      ptr_ok = np.array([e is not None and dist <= lp for e in entries])
+      if mem_ok.any() or ptr_ok.any():
+        bank = bank.add_recent(t, stacked([e if ok else None for e, ok in zip(entries, mem_ok)], "maskmem_features",
+                                          feats_shape), stacked(entries, "obj_ptr", ptr_shape), mem_ok, ptr_ok)
+    return bank
 
   @staticmethod
   def _to_host(out, index, has_memory: bool = True) -> dict[str, np.ndarray | None]:

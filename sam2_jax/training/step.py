@@ -162,10 +162,7 @@ def clip_losses(module: SAM2, batch: dict[str, jax.Array], key: jax.Array, promp
     mem, _ = module.encode_new_memory(backbone, out["high_res_masks"], out["object_score_logits"], False)
     mem = mem.astype(jnp.float32)
     as_cond = is_init | (prompts.add_all_frames_to_correct_as_cond & correct)
-    cond_bank = bank.add_cond(jnp.minimum(num_cond_used, num_cond - 1), frame, mem, out["obj_ptr"],
-                              jnp.ones((n,), bool))
-    recent_bank = bank.add_recent(frame, mem, out["obj_ptr"], jnp.ones((n,), bool))
-    bank = jax.tree.map(lambda c, r: jnp.where(as_cond, c, r), cond_bank, recent_bank)
+    bank = bank.add(frame, mem, out["obj_ptr"], as_cond, jnp.minimum(num_cond_used, num_cond - 1))
     sums = jax.tree.map(jnp.add, sums, frame_sums)
     iou = _mask_iou(out["high_res_masks"][:, 0] > 0, gt_t)
     return (bank, num_cond_used + as_cond.astype(jnp.int32), sums), iou
