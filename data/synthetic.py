@@ -32,6 +32,7 @@ from sam2_jax import cli  # pylint: disable=g-import-not-at-top
 from sam2_jax.data import sav as sav_reader  # pylint: disable=g-import-not-at-top
 from sam2_jax.data.records import encode_rle  # pylint: disable=g-import-not-at-top
 from sam2_jax.evaluation import io as vos_io  # pylint: disable=g-import-not-at-top
+from sam2_jax.predictors.video_frames import write_mp4  # pylint: disable=g-import-not-at-top
 
 KINDS = {"sa1b": 1, "sav": 2, "vos": 3}
 FPS = sav_reader.VIDEO_FPS
@@ -245,30 +246,6 @@ def write_sa1b(folder: str, num_images: int, height: int, width: int, seed: int 
   return paths
 
 
-def write_mp4(path: str, frames: np.ndarray, fps: int = FPS) -> None:
-  """Encodes RGB uint8 frames (T, H, W, 3), H and W even, as an H.264 (or MPEG-4) yuv420p mp4, atomically."""
-  import av  # pylint: disable=g-import-not-at-top
-  _, height, width, _ = frames.shape
-  if height % 2 or width % 2:
-    raise ValueError(f"Video frames must have an even height and width for yuv420p, got {height}x{width}.")
-  tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.partial")
-  try:
-    with av.open(tmp, "w", format="mp4") as container:
-      if "libx264" in av.codecs_available:
-        stream = container.add_stream("libx264", rate=fps, options={"crf": "12", "preset": "veryfast"})
-      else:
-        stream = container.add_stream("mpeg4", rate=fps, options={"qscale": "2"})
-      stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-      for frame in frames:
-        container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
-      container.mux(stream.encode())
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
-
-
 def _masklet_stats(masks: np.ndarray) -> dict:
   """SA-V per-masklet metadata of annotated-frame masks (T, O, H, W)."""
   num_frames, num_objects, height, width = masks.shape
@@ -312,7 +289,7 @@ def write_sav(folder: str, num_videos: int, height: int, width: int, num_frames:
     }
     path = os.path.join(folder, video_id + ".mp4")
     vos_io.atomic_write_bytes(os.path.join(folder, video_id + "_manual.json"), _json_bytes(content))
-    write_mp4(path, frames)
+    write_mp4(path, frames, FPS)
     paths.append(path)
   return paths
 

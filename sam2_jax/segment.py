@@ -37,28 +37,7 @@ from sam2_jax.evaluation import io as vos_io
 from sam2_jax.evaluation import visualize
 from sam2_jax.modeling.sam2 import resize
 from sam2_jax.predictors.transforms import check_boxes
-from sam2_jax.predictors.video_frames import VIDEO_EXTENSIONS, decode_video, list_jpeg_frames
-
-_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Official .pt checkpoint, a converted sam2_jax directory, or a "
-                                  "train.py workdir or step (default: random weights, with a warning).")
-_CONFIG = flags.DEFINE_string("config", None, "Config name (default: inferred from --checkpoint, else sam2.1_hiera_t).")
-_IMAGE_SIZE = flags.DEFINE_integer("image_size", None, "Model input size override (a multiple of 32).")
-_INPUT = flags.DEFINE_string("input", None, "Image file, video file or folder of JPEG frames.")
-_POINTS = flags.DEFINE_string("points", None, 'Clicks "x,y[,label];..." (label 1 foreground, 0 background).')
-_BOX = flags.DEFINE_string("box", None, 'Box "x0,y0,x1,y1".')
-_MASK = flags.DEFINE_string("mask", None, "Mask PNG of the input's size (non-zero = object).")
-_FRAME = flags.DEFINE_integer("frame", 0, "Video frame the prompt is on.")
-_OUTPUT = flags.DEFINE_string("output", None, "Output directory (created if needed).")
-_MULTIMASK = flags.DEFINE_bool("multimask", False, "Images: predict three masks and keep the best-scored one.")
-_AUTOMATIC = flags.DEFINE_bool(
-    "automatic", False, "Images only, no prompt: segment everything (SAM2AutomaticMaskGenerator). Writes "
-    "mask_000.png, mask_001.png, ... (one 0/255 PNG per mask, largest first, so overlapping masks stay whole), "
-    "masks.json (per mask: file, area, bbox XYWH, predicted_iou, stability_score, point_coords, crop_box) and "
-    "overlay.png (each mask in its own colour).")
-_POINTS_PER_SIDE = flags.DEFINE_integer("points_per_side", None, "--automatic: grid points per side (default 32).")
-_PRED_IOU_THRESH = flags.DEFINE_float("pred_iou_thresh", None, "--automatic: minimum predicted IoU (default 0.8).")
-_STABILITY_THRESH = flags.DEFINE_float("stability_score_thresh", None,
-                                       "--automatic: minimum stability score (default 0.95).")
+from sam2_jax.predictors.video_frames import VIDEO_EXTENSIONS, decode_video, list_jpeg_frames, write_mp4
 
 DEFAULT_CONFIG = "sam2.1_hiera_t"
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
@@ -272,8 +251,7 @@ def segment_video(video: _Video, prompt: Prompt, frame: int, output: str, checkp
   os.makedirs(output, exist_ok=True)
   paths = [p for i in range(video.num_frames) for p in vos_io.write_frame_masks(output, "", i, {OBJ_ID: masks[i]})]
   paths.append(os.path.join(output, "overlay.mp4"))
-  visualize.write_mp4(paths[-1], (visualize.overlay(video.frame(i), [(OBJ_ID, masks[i])])
-                                  for i in range(video.num_frames)))
+  write_mp4(paths[-1], (visualize.overlay(video.frame(i), [(OBJ_ID, masks[i])]) for i in range(video.num_frames)))
   return paths
 
 
@@ -325,13 +303,38 @@ def run(input_path: str | None, output: str | None, points: str | None = None, b
   return segment_video(video, prompt, frame, output, checkpoint, config, image_size)
 
 
+def define_flags() -> None:
+  """The command's flags (defined when it runs, so that importing this module defines none)."""
+  flags.DEFINE_string("checkpoint", None, "Official .pt checkpoint, a converted sam2_jax directory, or a "
+      "train.py workdir or step (default: random weights, with a warning).")
+  flags.DEFINE_string("config", None, "Config name (default: inferred from --checkpoint, else sam2.1_hiera_t).")
+  flags.DEFINE_integer("image_size", None, "Model input size override (a multiple of 32).")
+  flags.DEFINE_string("input", None, "Image file, video file or folder of JPEG frames.")
+  flags.DEFINE_string("points", None, 'Clicks "x,y[,label];..." (label 1 foreground, 0 background).')
+  flags.DEFINE_string("box", None, 'Box "x0,y0,x1,y1".')
+  flags.DEFINE_string("mask", None, "Mask PNG of the input's size (non-zero = object).")
+  flags.DEFINE_integer("frame", 0, "Video frame the prompt is on.")
+  flags.DEFINE_string("output", None, "Output directory (created if needed).")
+  flags.DEFINE_bool("multimask", False, "Images: predict three masks and keep the best-scored one.")
+  flags.DEFINE_bool(
+      "automatic", False, "Images only, no prompt: segment everything (SAM2AutomaticMaskGenerator). Writes "
+      "mask_000.png, mask_001.png, ... (one 0/255 PNG per mask, largest first, so overlapping masks stay whole), "
+      "masks.json (per mask: file, area, bbox XYWH, predicted_iou, stability_score, point_coords, crop_box) and "
+      "overlay.png (each mask in its own colour).")
+  flags.DEFINE_integer("points_per_side", None, "--automatic: grid points per side (default 32).")
+  flags.DEFINE_float("pred_iou_thresh", None, "--automatic: minimum predicted IoU (default 0.8).")
+  flags.DEFINE_float("stability_score_thresh", None,
+      "--automatic: minimum stability score (default 0.95).")
+
+
 def main():
-  paths = run(_INPUT.value, _OUTPUT.value, _POINTS.value, _BOX.value, _MASK.value, _FRAME.value,
-              _CHECKPOINT.value, _CONFIG.value, _IMAGE_SIZE.value, _MULTIMASK.value, _AUTOMATIC.value,
-              _POINTS_PER_SIDE.value, _PRED_IOU_THRESH.value, _STABILITY_THRESH.value)
-  print(f"Wrote {len(paths)} files to {_OUTPUT.value}")
+  f = flags.FLAGS
+  paths = run(f.input, f.output, f.points, f.box, f.mask, f.frame, f.checkpoint, f.config, f.image_size, f.multimask,
+              f.automatic, f.points_per_side, f.pred_iou_thresh, f.stability_score_thresh)
+  print(f"Wrote {len(paths)} files to {f.output}")
 
 
 if __name__ == "__main__":
   huge_pages.restart_with_huge_pages()
+  define_flags()
   cli.run(main)

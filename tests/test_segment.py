@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from data.synthetic import write_mp4
+from sam2_jax import segment
+from sam2_jax.predictors.video_frames import write_mp4
 from tests.images import shapes_image
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -107,6 +108,23 @@ def test_video(inputs, cache_dir, tmp_path, video, prompt, frame):
   assert len(frames) == 3 and frames[0].shape == (H, W, 3)
 
 
+# Flag name -> `segment.run` argument and value type (what absl's flag types do in the command).
+_RUN_ARGS = {"input": ("input_path", str), "points": ("points", str), "box": ("box", str), "mask": ("mask", str),
+             "frame": ("frame", int), "checkpoint": ("checkpoint", str), "config": ("config", str),
+             "image_size": ("image_size", int), "automatic": ("automatic", bool),
+             "points_per_side": ("points_per_side", int), "pred_iou_thresh": ("pred_iou_thresh", float),
+             "stability_score_thresh": ("stability_score_thresh", float)}
+
+
+def _run_kwargs(args):
+  kwargs = {}
+  for arg in args:
+    name, _, value = arg[2:].partition("=")
+    key, kind = _RUN_ARGS[name]
+    kwargs[key] = True if kind is bool else kind(value)
+  return kwargs
+
+
 @pytest.mark.parametrize("args, message", [
     (["--input={root}/image.png", "--points=1,2;x"], "cannot parse point"),
     (["--input={root}/image.png", "--points=1,2,5"], "label"),
@@ -125,7 +143,6 @@ def test_video(inputs, cache_dir, tmp_path, video, prompt, frame):
     (["--input={root}/image.png", "--box=1,nan,3,4"], "non-finite"),
     (["--input={root}/frames", "--box=10,10,20,5"], "is empty or inverted"),
     (["--points=1,2"], "--input is required"),
-    (["--input={root}/frames", "--points=1,2", "--frame=a"], "frame"),
     (["--input={root}/frames", "--points=1,2", "--automatic"], "automatic"),
     (["--input={root}/image.png", "--automatic", "--box=0,0,5,5"], "--automatic takes no prompt (got --box)"),
     (["--input={root}/video.mp4", "--automatic"], "--automatic works on images only"),
@@ -135,6 +152,20 @@ def test_video(inputs, cache_dir, tmp_path, video, prompt, frame):
     (["--input={root}/image.png", "--points=1,2", "--stability_score_thresh=0.5"], "only be used with --automatic"),
 ])
 def test_bad_arguments(inputs, tmp_path, args, message):
+  """Each is refused (in-process, by the function the command runs) before the model is built or --output made."""
+  kwargs = {"input_path": None, **_run_kwargs([a.format(root=inputs) for a in args + MODEL])}
+  with pytest.raises(ValueError) as error:
+    segment.run(output=str(tmp_path / "out"), **kwargs)
+  assert message in str(error.value)
+  assert not os.path.exists(tmp_path / "out")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--input={root}/image.png", "--box=10,10,5,20"], "empty"),  # raised by `run`
+    (["--input={root}/frames", "--points=1,2", "--frame=a"], "frame"),  # by absl's flag parsing
+])
+def test_bad_arguments_from_the_command(inputs, tmp_path, args, message):
+  """The command turns either kind of error into one `error:` line and exit status 2, and writes nothing."""
   run = _segment(*[a.format(root=inputs) for a in args], f"--output={tmp_path / 'out'}", *MODEL)
   assert run.returncode == 2, run.stderr
   lines = run.stderr.strip().splitlines()

@@ -9,7 +9,7 @@ import numpy as np
 from sam2_jax.evaluation import io as vos_io
 from sam2_jax.evaluation import visualize
 from sam2_jax.modeling.sam2 import NO_OBJ_SCORE, non_overlapping
-from sam2_jax.predictors.video_frames import list_jpeg_frames
+from sam2_jax.predictors.video_frames import list_jpeg_frames, write_mp4
 
 def check_output_dir(output_dir: str, frames_dir: str, ann_root: str) -> None:
   """Refuses an output folder that is, lies inside or contains the dataset's frames or annotations folder."""
@@ -108,7 +108,7 @@ def write_overlay_mp4(path: str, frames_dir: str, names, results, fps: int = 24)
   """An MP4 of a video's frames with each object's predicted mask blended in its DAVIS palette colour."""
   from PIL import Image  # pylint: disable=g-import-not-at-top
   frames = (np.asarray(Image.open(os.path.join(frames_dir, f"{name}.jpg")).convert("RGB")) for name in names)
-  visualize.write_mp4(path, (visualize.overlay(frame, results[i].items()) for i, frame in enumerate(frames)), fps)
+  write_mp4(path, (visualize.overlay(frame, results[i].items()) for i, frame in enumerate(frames)), fps)
 
 
 def evaluate_tracker(predictor, data_root: str, output_dir: str, max_videos: int | None = None,

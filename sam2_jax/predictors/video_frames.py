@@ -1,10 +1,11 @@
-"""Video frames for the video predictor: a JPEG folder, a video file (PyAV) or an array.
+"""Video frames for the video predictor: a JPEG folder, a video file (PyAV) or an array; and MP4 writing.
 
 Frames are kept on the host resized to the model's square input as uint8 (what the official
 loader computes before normalising: PIL bicubic resize), so a long video costs
 3 * image_size**2 bytes per frame on the host and nothing on the device until a frame is used.
 """
 
+from collections.abc import Iterable
 import os
 import threading
 from typing import Sequence
@@ -121,3 +122,33 @@ class VideoFrames(Sequence[np.ndarray]):
     if self._frames[i] is None:
       raise self._error
     return self._frames[i]
+
+
+def write_mp4(path: str, frames: Iterable[np.ndarray], fps: int = 24) -> None:
+  """Encodes RGB uint8 frames (H, W, 3) as an H.264 (or, without libx264, MPEG-4) yuv420p MP4, atomically.
+
+  Frames of odd height or width lose their last row or column (yuv420p needs even sizes).
+  """
+  import av  # pylint: disable=g-import-not-at-top
+  tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.partial")
+  try:
+    with av.open(tmp, "w", format="mp4") as container:
+      stream = None
+      for frame in frames:
+        if stream is None:
+          if "libx264" in av.codecs_available:
+            stream = container.add_stream("libx264", rate=fps, options={"crf": "12", "preset": "veryfast"})
+          else:
+            stream = container.add_stream("mpeg4", rate=fps, options={"qscale": "2"})
+          stream.height, stream.width = frame.shape[0] // 2 * 2, frame.shape[1] // 2 * 2
+          stream.pix_fmt = "yuv420p"
+        image = np.ascontiguousarray(frame[:stream.height, :stream.width])
+        container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+      if stream is None:
+        raise ValueError(f"No frames to write to {path!r}.")
+      container.mux(stream.encode())
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise
