@@ -142,7 +142,8 @@ class MaskDecoder(nn.Module):
 
   def __call__(self, image_embeddings: jnp.ndarray, image_pe: jnp.ndarray, sparse_prompt_embeddings: jnp.ndarray,
                dense_prompt_embeddings: jnp.ndarray, multimask_output: bool, repeat_image: bool,
-               high_res_features: Sequence[jnp.ndarray] | None = None, train: bool = False):
+               high_res_features: Sequence[jnp.ndarray] | None = None, train: bool = False,
+               token_mask: jnp.ndarray | None = None):
     """Predicts masks.
 
     Args:
@@ -155,6 +156,7 @@ class MaskDecoder(nn.Module):
       high_res_features: [feat_s0 (B or 1, 4h, 4w, C/8), feat_s1 (B or 1, 2h, 2w, C/4)] from
         `project_high_res_features`; required when `use_high_res_features`.
       train: static; disables the dynamic multimask fallback, as the official training mode.
+      token_mask: (B, N) marks the prompt tokens that exist (see `predict_masks`).
 
     Returns:
       masks (B, M, 4h, 4w) logits, iou_pred (B, M), sam_tokens_out (B, M', C) (the tokens for the
@@ -165,7 +167,7 @@ class MaskDecoder(nn.Module):
       self.project_high_res_features(jnp.zeros((1, 4 * h, 4 * w, c)), jnp.zeros((1, 2 * h, 2 * w, c)))
     masks, iou_pred, mask_tokens_out, object_score_logits = self.predict_masks(
         image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings, repeat_image,
-        high_res_features)
+        high_res_features, token_mask)
 
     if multimask_output:
       masks, iou_pred = masks[:, 1:], iou_pred[:, 1:]

@@ -120,18 +120,31 @@ class SAM2(nn.Module):
 
   def forward_sam_heads(self, backbone_features: jnp.ndarray, point_coords: jnp.ndarray | None,
                         point_labels: jnp.ndarray | None, mask_inputs: jnp.ndarray | None,
-                        high_res_features: list[jnp.ndarray], multimask_output: bool) -> dict[str, jnp.ndarray]:
-    """Prompt encoder + mask decoder on (memory-conditioned) features (B, h, w, 256).
+                        high_res_features: list[jnp.ndarray], multimask_output: bool | jnp.ndarray,
+                        num_points: jnp.ndarray | None = None, train: bool = False) -> dict[str, jnp.ndarray]:
+    """Prompt encoder + mask decoder on (memory-conditioned) features (B, h, w, 256): the official
+    `_forward_sam_heads`, for inference and training.
 
-    Points are pixel coordinates in the model's input frame (B, P, 2) with labels (B, P); no
-    points means one padding point. `mask_inputs` (B, 1, H', W') logits or a mask are resized to
-    the prompt encoder's mask size. Masks of absent objects (object score <= 0) are set to
+    Points are pixel coordinates in the model's input frame (B, P, 2) with labels (B, P); no points means one
+    padding point. With `num_points` (traced: training's fixed-size prompt buffers) only the first `num_points`
+    points are prompts, and with none of them the padding point stands alone. `mask_inputs` (B, 1, H', W')
+    logits or a mask are resized to the prompt encoder's mask size. `train` is the official training mode: no
+    dynamic multimask fallback, `multimask_output` may be traced, and the multimask outputs always hold 3 masks
+    (a single-mask output repeated 3 times). Masks of absent objects (object score <= 0) are set to
     NO_OBJ_SCORE; the object pointer is mixed with `no_obj_ptr` accordingly.
     """
     b = backbone_features.shape[0]
+    token_mask = None
     if point_coords is None:
       point_coords = jnp.zeros((b, 1, 2), jnp.float32)
       point_labels = -jnp.ones((b, 1), jnp.int32)
+    elif num_points is not None:
+      p = point_labels.shape[1]
+      real = jnp.arange(p) < num_points
+      point_labels = jnp.where(real, point_labels, -1)
+      point_coords = jnp.where(real[..., None], point_coords, 0.0)
+      token_mask = jnp.concatenate([jnp.broadcast_to(jnp.arange(p) < jnp.maximum(num_points, 1), (b, p)),
+                                    jnp.ones((b, 1), bool)], axis=1)
     mask_prompt = None
     if mask_inputs is not None:
       size = 4 * self.embedding_size
@@ -140,25 +153,37 @@ class SAM2(nn.Module):
         mask_prompt = resize(mask_prompt, (size, size), antialias=True)
       mask_prompt = jnp.moveaxis(mask_prompt, 1, -1)
     sparse, dense = self.sam_prompt_encoder((point_coords, point_labels), None, mask_prompt)
-    low_res_multimasks, ious, sam_tokens, object_score_logits = self.sam_mask_decoder(
-        backbone_features, self.sam_prompt_encoder.get_dense_pe(), sparse, dense,
-        multimask_output=multimask_output, repeat_image=False, high_res_features=high_res_features)
+    dense_pe = self.sam_prompt_encoder.get_dense_pe()
+    if train:
+      masks, ious, tokens, object_score_logits = self.sam_mask_decoder.predict_masks(
+          backbone_features, dense_pe, sparse, dense, False, high_res_features, token_mask)
+      choose = lambda x: jnp.where(multimask_output, x[:, 1:], jnp.repeat(x[:, :1], 3, axis=1))
+      low_res_multimasks, multi_ious = choose(masks), choose(ious).astype(jnp.float32)
+      token_idx = jnp.where(multimask_output & self.sam_mask_decoder.use_multimask_token_for_obj_ptr,
+                            jnp.argmax(ious[:, 1:], axis=-1) + 1, 0)
+      sam_token = jnp.take_along_axis(tokens, token_idx[:, None, None], axis=1)[:, 0]
+      ious = multi_ious
+    else:
+      low_res_multimasks, ious, sam_tokens, object_score_logits = self.sam_mask_decoder(
+          backbone_features, dense_pe, sparse, dense, multimask_output=multimask_output, repeat_image=False,
+          high_res_features=high_res_features, token_mask=token_mask)
     is_obj_appearing = object_score_logits > 0
     low_res_multimasks = jnp.where(is_obj_appearing[:, :, None, None], low_res_multimasks.astype(jnp.float32),
                                    NO_OBJ_SCORE)
     image_size = self.config.image_size
     high_res_multimasks = resize(low_res_multimasks, (image_size, image_size))
-    if multimask_output:
+    if train or multimask_output:
       best = jnp.argmax(ious, axis=-1)
       take = lambda x: jnp.take_along_axis(x, best.reshape((b, 1) + (1,) * (x.ndim - 2)), axis=1)
       low_res_masks, high_res_masks = take(low_res_multimasks), take(high_res_multimasks)
-      sam_token = take(sam_tokens)[:, 0] if sam_tokens.shape[1] > 1 else sam_tokens[:, 0]
+      if not train:
+        sam_token = take(sam_tokens)[:, 0] if sam_tokens.shape[1] > 1 else sam_tokens[:, 0]
     else:
       low_res_masks, high_res_masks, sam_token = low_res_multimasks, high_res_multimasks, sam_tokens[:, 0]
     obj_ptr = self._mix_no_obj_ptr(self.obj_ptr_proj(sam_token), is_obj_appearing)
     return dict(low_res_multimasks=low_res_multimasks, high_res_multimasks=high_res_multimasks, ious=ious,
                 low_res_masks=low_res_masks, high_res_masks=high_res_masks, obj_ptr=obj_ptr,
-                object_score_logits=object_score_logits)
+                object_score_logits=object_score_logits.astype(jnp.float32) if train else object_score_logits)
 
   def _mix_no_obj_ptr(self, obj_ptr: jnp.ndarray, is_obj_appearing: jnp.ndarray) -> jnp.ndarray:
     lam = is_obj_appearing.astype(jnp.float32)

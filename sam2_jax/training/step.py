@@ -18,7 +18,7 @@ import optax
 
 from sam2_jax.modeling import track
 from sam2_jax.modeling.memory_bank import MemoryBank
-from sam2_jax.modeling.sam2 import NO_OBJ_SCORE, SAM2, resize, use_multimask
+from sam2_jax.modeling.sam2 import SAM2, use_multimask
 from sam2_jax.predictors import transforms
 from sam2_jax.training import losses
 from sam2_jax.training import optimizer
@@ -33,42 +33,6 @@ class TrainState:
   params: Params
   opt_state: Any
   rng: jax.Array
-
-
-def _sam_heads(module: SAM2, pix, high_res, coords, labels, num_points, mask_inputs, has_mask, is_init):
-  """SAM heads with a point buffer (N, P, 2) of which the first `num_points` are real (traced).
-
-  Equals the official `_forward_sam_heads` with exactly those points (or its padding point when
-  there are none), a mask prompt when `has_mask`, and the official multimask rule
-  (`SAM2.use_multimask`). Single-mask outputs are repeated 3 times so shapes never change.
-  """
-  n, p = labels.shape
-  real = jnp.arange(p) < num_points
-  labels = jnp.where(real, labels, -1)
-  coords = jnp.where(real[..., None], coords, 0.0)
-  sparse, dense_no_mask = module.sam_prompt_encoder((coords, labels), None, None)
-  _, dense_mask = module.sam_prompt_encoder((coords, labels), None, jnp.moveaxis(mask_inputs, 1, -1))
-  dense = jnp.where(has_mask, dense_mask, dense_no_mask)
-  token_mask = jnp.concatenate([jnp.broadcast_to(jnp.arange(p) < jnp.maximum(num_points, 1), (n, p)),
-                                jnp.ones((n, 1), bool)], axis=1)
-  masks, ious, tokens, score = module.sam_mask_decoder.predict_masks(
-      pix, module.sam_prompt_encoder.get_dense_pe(), sparse, dense, False, high_res, token_mask)
-  multimask = use_multimask(module.config, is_init, num_points)
-  best_multi = jnp.argmax(ious[:, 1:], axis=-1) + 1
-  multi_masks = jnp.where(multimask, masks[:, 1:], jnp.repeat(masks[:, :1], 3, axis=1)).astype(jnp.float32)
-  multi_ious = jnp.where(multimask, ious[:, 1:], jnp.repeat(ious[:, :1], 3, axis=1)).astype(jnp.float32)
-  token_idx = jnp.where(multimask, best_multi, 0)
-  sam_token = jnp.take_along_axis(tokens, token_idx[:, None, None], axis=1)[:, 0]
-  appearing = score > 0
-  low_res_multi = jnp.where(appearing[:, :, None, None], multi_masks, NO_OBJ_SCORE)
-  size = module.config.image_size
-  high_res_multi = resize(low_res_multi, (size, size))
-  best = jnp.argmax(multi_ious, axis=-1)[:, None, None, None]
-  return dict(low_res_multimasks=low_res_multi, high_res_multimasks=high_res_multi, ious=multi_ious,
-              low_res_masks=jnp.take_along_axis(low_res_multi, best, axis=1),
-              high_res_masks=jnp.take_along_axis(high_res_multi, best, axis=1),
-              obj_ptr=module._mix_no_obj_ptr(module.obj_ptr_proj(sam_token), appearing),  # pylint: disable=protected-access
-              object_score_logits=score.astype(jnp.float32))
 
 
 def clip_losses(module: SAM2, batch: dict[str, jax.Array], key: jax.Array, prompts: ml_collections.ConfigDict,
@@ -121,8 +85,11 @@ def clip_losses(module: SAM2, batch: dict[str, jax.Array], key: jax.Array, promp
     coords = jnp.where(use_box, coords.at[:, :2].set(box_pts), coords.at[:, 0].set(click_pt))
     labels = jnp.where(use_box, labels.at[:, :2].set(box_lbl), labels.at[:, 0].set(click_lbl))
     count = jnp.where(prompted, jnp.where(use_box, 2, 1), 0)
-    low_res_size = 4 * module.embedding_size
-    no_mask = jnp.zeros((n, 1, low_res_size, low_res_size), jnp.float32)
+
+    def sam_heads(coords, labels, count, mask_inputs):
+      return module.forward_sam_heads(pix, coords, labels, mask_inputs, f["high_res_features"],
+                                      use_multimask(module.config, is_init, count), num_points=count, train=True)
+
     def mask_as_output():
       o = module.use_mask_as_output(backbone, f["high_res_features"], gt_t[:, None])
       triple = lambda x: jnp.repeat(x, 3, axis=1)
@@ -131,7 +98,7 @@ def clip_losses(module: SAM2, batch: dict[str, jax.Array], key: jax.Array, promp
 
     out = jax.lax.cond(
         is_init & ~plan["use_pt"], mask_as_output,
-        lambda: _sam_heads(module, pix, f["high_res_features"], coords, labels, count, no_mask, False, is_init))
+        lambda: sam_heads(coords, labels, count, None))
 
     def step_loss(o):
       terms = losses.step_losses(o["high_res_multimasks"], o["ious"], o["object_score_logits"], gt_t, loss_config)
@@ -149,8 +116,7 @@ def clip_losses(module: SAM2, batch: dict[str, jax.Array], key: jax.Array, promp
       pt, lbl = ps.sample_points_from_errors(k_pt, gt_t, pred)
       coords = coords.at[:, count].set(pt)
       labels = labels.at[:, count].set(lbl)
-      new = _sam_heads(module, pix, f["high_res_features"], coords, labels, count + 1, out["low_res_masks"], True,
-                       is_init)
+      new = sam_heads(coords, labels, count + 1, out["low_res_masks"])
       frame_sums = jax.tree.map(jnp.add, frame_sums, step_loss(new))
       return ({k: new[k] for k in kept}, coords, labels, count + 1, frame_sums), None
 
@@ -197,7 +163,7 @@ def train_step(module: SAM2, tx: optax.GradientTransformation, state: TrainState
   (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
-  metrics = dict(metrics, grad_norm=optax.global_norm(grads))
+  metrics = dict(metrics, grad_norm=optax.tree.norm(grads))
   return TrainState(step=state.step + 1, params=params, opt_state=opt_state, rng=rng), metrics
 
 
