@@ -31,6 +31,53 @@ def test_carried_state_does_not_grow_with_video_length():
   assert nbytes < 3 * (7 * 16 * 16 * 64 * 2 + 16 * 256 * 4 + 4096)
 
 
+def test_memory_does_not_grow_with_video_length():
+  """The compiled propagation chunk needs the same temporaries for a 20- and a 10,000-frame video; the predictor
+  keeps frames on the host (3 * image_size**2 bytes each, and little else per frame) and the device holds the
+  same for both."""
+  import gc  # pylint: disable=g-import-not-at-top
+  import tracemalloc  # pylint: disable=g-import-not-at-top
+  from sam2_jax.build_sam import build_sam2  # pylint: disable=g-import-not-at-top
+  from sam2_jax.predictors.video import SAM2VideoPredictor  # pylint: disable=g-import-not-at-top
+  size, chunk = 64, 4
+  model = build_sam2("sam2.1_hiera_t", image_size=size)
+  module, params = SAM2(model.config), model.params
+  bank = MemoryBank.empty(model.config, num_objects=2, num_cond=1)
+
+  def temporaries(num_frames):
+    fn = functools.partial(track.propagate, num_frames=num_frames)
+    compiled = jax.jit(lambda p, b, x, i, c: module.apply({"params": p}, b, x, i, c, method=fn)).lower(
+        params, bank, jnp.zeros((chunk, size, size, 3)), jnp.zeros(chunk, jnp.int32),
+        jnp.zeros((chunk, 2), bool)).compile()
+    return compiled.memory_analysis().temp_size_in_bytes
+
+  assert temporaries(20) == temporaries(10_000)
+
+  predictor = SAM2VideoPredictor(model, progress=False)
+  device_bytes = lambda: sum(a.nbytes for a in jax.live_arrays())
+
+  def host_and_device(num_frames):
+    """Host bytes allocated and device bytes held by a video's state (one click on frame 0)."""
+    video = np.zeros((num_frames, 32, 48, 3), np.uint8)
+    device_before = device_bytes()
+    tracemalloc.start()
+    state = predictor.init_state(video)
+    predictor.add_new_points_or_box(state, 0, 1, points=[[10, 10]], labels=[1])
+    host = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    device = device_bytes() - device_before
+    del state
+    gc.collect()
+    return host, device
+
+  host_short, device_short = host_and_device(20)
+  host_long, device_long = host_and_device(10_000)
+  frame_bytes = 3 * size * size
+  per_frame = (host_long - host_short) / 9_980
+  assert frame_bytes <= per_frame < frame_bytes + 2048, per_frame  # the frame, and under 2 KB of bookkeeping
+  assert 0 < device_short == device_long, (device_short, device_long)  # frame 0's features, whatever the length
+
+
 def test_recent_frames_rule():
   # stride 1: t-1 ... t-6 (t_pos 6 is the previous frame); reverse mirrors it.
   frames = lambda t, stride, reverse: recent_frames(jnp.array(t), 7, stride, reverse).tolist()
