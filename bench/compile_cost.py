@@ -1,9 +1,9 @@
 r"""Compile cost of the predictors' programs: StableHLO size, CPU compile time, H100 compile time (no GPU needed).
 
 Two programs, built from abstract shapes (no weights, nothing executed):
-  * `chunk`: one video propagation chunk, `predictors.video._propagate` over `--frames` frames for
+  * `chunk`: one video propagation chunk, `predictors.video.propagate_chunk` over `--frames` frames for
     `--objects` objects (a scan of the whole tracking step), as `propagate_in_video` calls it;
-  * `encoder`: the image predictor's `set_image` program, `predictors.image._set_images` (Hiera,
+  * `encoder`: the image predictor's `set_image` program, `predictors.image.embed_images` (Hiera,
     FPN neck and the high-resolution convolutions) on one image.
 For each, and for each target, one line gives the StableHLO op count of the lowered module (every
 `stablehlo.*` op of every function, once per function), the time to trace and lower, and the
@@ -163,7 +163,7 @@ def measure(target: str) -> None:
   programs = {}
   if "chunk" in _PROGRAMS.value:
     config = get_model_config(_CONFIG.value, binarize_mask_from_pts_for_mem_enc=True, **POSTPROCESSING, **overrides)
-    programs["chunk"] = (video_predictor._propagate, dict(  # pylint: disable=protected-access
+    programs["chunk"] = (video_predictor.propagate_chunk, dict(
         module=SAM2Model(config, None).module, params=abstract(abstract_params(config)),
         bank=abstract(jax.eval_shape(lambda: MemoryBank.empty(config, _OBJECTS.value, 1))),
         frames=jax.ShapeDtypeStruct((frames, size, size, 3), jnp.uint8, sharding=sharding),
@@ -175,7 +175,7 @@ def measure(target: str) -> None:
         video_size=(540, 960), fill_hole_area=8, non_overlap=False))  # the bedroom video, the official builder
   if "encoder" in _PROGRAMS.value:
     config = get_model_config(_CONFIG.value, **overrides)
-    programs["encoder"] = (image_predictor._set_images, dict(  # pylint: disable=protected-access
+    programs["encoder"] = (image_predictor.embed_images, dict(
         module=SAM2Model(config, None).module, params=abstract(abstract_params(config)),
         images=jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32, sharding=sharding)))
 

@@ -136,7 +136,7 @@ def iou_stats(masks: np.ndarray, reference: np.ndarray) -> tuple[float, float]:
 
 # ------------------------------------------------------------------------------ FLOPs
 class RecordedChunks:
-  """Wraps our `_propagate`, keeping each call's arguments: Python numbers and small integer or boolean
+  """Wraps our `propagate_chunk`, keeping each call's arguments: Python numbers and small integer or boolean
   arrays (the bank's slot flags and frames, frame indices) as values, other arrays as shapes."""
 
   def __init__(self, fn: Callable):
@@ -253,12 +253,12 @@ def run_jax(dtype: str, folder: str) -> tuple[dict, dict[str, np.ndarray]]:
   for num_frames, num_objects in cases():
     predictor.reset_state(state)
     add_clicks(predictor, state, num_objects)
-    recorder = RecordedChunks(video_predictor._propagate)  # pylint: disable=protected-access
-    video_predictor._propagate = recorder
+    recorder = RecordedChunks(video_predictor.propagate_chunk)
+    video_predictor.propagate_chunk = recorder
     try:
       warmup_s, _ = propagate(predictor, state, num_frames)  # compiles each chunk length used
     finally:
-      video_predictor._propagate = recorder.fn  # pylint: disable=protected-access
+      video_predictor.propagate_chunk = recorder.fn
     executed, unresolved = recorder.executed_flops()
     seconds, case_masks = timed_runs(f"jax {dtype}", predictor, state, num_frames, num_objects)
     masks[f"{num_frames}_{num_objects}"] = np.stack(case_masks)

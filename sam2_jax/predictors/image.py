@@ -42,7 +42,9 @@ _upsample = jax.jit(resize, static_argnames=("size", "antialias"))
 
 
 @functools.partial(jax.jit, static_argnums=(0,))
-def _set_images(module: SAM2, params, images):
+def embed_images(module: SAM2, params, images):
+  """The image predictor's compiled program: the embedding and high-res features of preprocessed images
+  (B, S, S, 3), as `preprocess` makes them."""
   return module.apply({"params": params}, images, method=_embed)
 
 
@@ -70,7 +72,7 @@ class SAM2ImagePredictor:
   def _set(self, images: list[np.ndarray]) -> None:
     size = self.model.image_size
     batch = jnp.stack([preprocess(jnp.asarray(im), size=size) for im in images])
-    self._features = _set_images(self.model.module, self.model.params, batch)
+    self._features = embed_images(self.model.module, self.model.params, batch)
     self._orig_hw = [im.shape[:2] for im in images]
     self._is_image_set = True
 

@@ -62,8 +62,8 @@ def _video_res(masks: jnp.ndarray, size: tuple[int, int], non_overlap: bool) -> 
 
 @functools.partial(jax.jit, static_argnums=0, static_argnames=("reverse", "video_size", "fill_hole_area",
                                                                 "non_overlap"), donate_argnums=2)
-def _propagate(module: SAM2, params, bank, frames, frame_indices, is_cond, num_frames, cond_masks, *, reverse: bool,
-               video_size: tuple[int, int], fill_hole_area: int, non_overlap: bool):
+def propagate_chunk(module: SAM2, params, bank, frames, frame_indices, is_cond, num_frames, cond_masks, *,
+                    reverse: bool, video_size: tuple[int, int], fill_hole_area: int, non_overlap: bool):
   """Tracks a chunk of T frames: the new bank and per-frame outputs, with video-resolution masks.
 
   frames (T, S, S, 3) uint8 at the model's input size; is_cond (T, B); cond_masks (T, B, 1, h, w):
@@ -364,7 +364,7 @@ class SAM2VideoPredictor:
     else:
       cond_masks = jnp.zeros(cond_shape, jnp.float32)  # made on the device
     frames = np.stack([state["images"][t] for t in frames_idx_padded])
-    bank, ys = _propagate(self.model.module, self.model.params, bank, jnp.asarray(frames),
+    bank, ys = propagate_chunk(self.model.module, self.model.params, bank, jnp.asarray(frames),
                           jnp.asarray(frames_idx_padded, jnp.int32), jnp.asarray(is_cond), state["num_frames"],
                           cond_masks, reverse=reverse, video_size=(state["video_height"], state["video_width"]),
                           fill_hole_area=self.fill_hole_area, non_overlap=self.non_overlap_masks)
