@@ -40,6 +40,12 @@ def _import_official_training() -> None:
     sys.modules["training.trainer"] = types.SimpleNamespace(CORE_LOSS_KEY="core_loss")
 
 
+def official_model_module() -> types.ModuleType:
+  """The official `training.model.sam2` module: SAM2Train and the prompt samplers it calls."""
+  _import_official_training()
+  return importlib.import_module("training.model.sam2")
+
+
 def build_official_train(name: str, image_size: int, trunk: dict[str, Any] | None = None,
                          memory_attention: dict[str, Any] | None = None, **fields: Any):
   """The official SAM2Train (train mode) of the MOSE recipe with `name`'s trunk and neck sizes.

@@ -1,14 +1,17 @@
 """The train step against the official `SAM2Train` (sam2==1.1.0, training mode): loss terms and the gradient of
-every parameter, on one clip with a deterministic prompt plan.
+every parameter, on one clip of 3 frames with 2 moving objects, for three prompt plans.
 
-Plan: the first frame is the only initial conditioning frame and is prompted with its ground-truth masks (taken as
-the output, as SAM2Train does with `prob_to_use_pt_input_for_train=0`); the other frames are tracked from memory.
-Drop path and dropout are off. Covered: mask-as-output, the SAM heads on memory-conditioned features, memory
-encoding, the bank, memory attention, object pointers, the four losses and their normalisation. Not covered here:
-clicks, boxes and correction rounds, whose points the two sides sample with different random generators.
+In each plan the first frame is the only initial conditioning frame and the others are tracked from memory:
+- `mask`: the first frame is prompted with its ground-truth masks (taken as the output);
+- `box_then_errors`: a noisy box, then 2 correction clicks sampled from the prediction's errors;
+- `click_then_gt`: one click, then 2 correction clicks sampled from the ground truth alone.
+The official plan is made deterministic by its probabilities (0 or 1), and its point samplers are replaced by
+ours, called with the keys our step derives from its key, so that both sides click the same pixels. Drop path
+and dropout are off.
 """
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -18,13 +21,48 @@ from sam2_jax.build_sam import abstract_params, get_model_config
 from sam2_jax.checkpoint.torch import state_dict_to_params
 from sam2_jax.modeling.sam2 import SAM2
 from sam2_jax.training import losses, optimizer, step
+from sam2_jax.training import prompt_simulation as ps
 
-SIZE, FRAMES, OBJECTS = 64, 3, 2
+SIZE, FRAMES, OBJECTS, ROUNDS = 64, 3, 2, 2
+KEY = jax.random.key(0)
+PLANS = {  # our prompt config; the official SAM2Train fields are the same names with `_for_train`
+    "mask": dict(prob_to_use_pt_input=0.0),
+    "box_then_errors": dict(prob_to_use_pt_input=1.0, prob_to_use_box_input=1.0, prob_to_sample_from_gt=0.0),
+    "click_then_gt": dict(prob_to_use_pt_input=1.0, prob_to_use_box_input=0.0, prob_to_sample_from_gt=1.0),
+}
 
 
-@pytest.fixture(scope="module")
-def both():
-  """(official loss terms, official gradients as our tree, our metrics, our gradients)."""
+class OurSamplers:
+  """Stand-ins for the official `sample_box_points` and `get_next_point` that draw as `step.clip_losses` does
+  on the first processed frame (frame 0): a box or a first click, then one click per correction round."""
+
+  def __init__(self, plan: dict[str, float]):
+    _, k_steps = jax.random.split(KEY)
+    k_box, k_click, k_corrections = jax.random.split(jax.random.split(k_steps, FRAMES)[0], 3)
+    self.k_box = k_box
+    points = plan["prob_to_use_pt_input"] == 1.0
+    self.click_keys = ([k_click] if points and plan["prob_to_use_box_input"] == 0.0 else []) + (
+        [jax.random.split(k)[1] for k in jax.random.split(k_corrections, ROUNDS)] if points else [])
+
+  def box(self, masks, noise=0.1, noise_bound=20, top_left_label=2, bottom_right_label=3):
+    assert (top_left_label, bottom_right_label) == (2, 3)
+    points, labels = ps.sample_box_points(self.k_box, jnp.asarray(masks[:, 0].numpy()), noise, noise_bound)
+    return oracle.torch.from_numpy(np.asarray(points)), oracle.torch.from_numpy(np.asarray(labels))
+
+  def click(self, gt_masks, pred_masks, method):
+    del method  # "uniform" in training, as ours
+    gt = jnp.asarray(gt_masks[:, 0].numpy())
+    pred = jnp.zeros_like(gt) if pred_masks is None else jnp.asarray(pred_masks[:, 0].numpy())
+    points, labels = ps.sample_points_from_errors(self.click_keys.pop(0), gt, pred)
+    return (oracle.torch.from_numpy(np.asarray(points)[:, None]),
+            oracle.torch.from_numpy(np.asarray(labels)[:, None]).int())
+
+
+@pytest.fixture(scope="module", params=list(PLANS))
+def both(request, monkeypatch_module):
+  """(official loss terms, official gradients as our tree, our metrics, our gradients) for one plan."""
+  plan = dict(num_init_cond_frames=1, rand_init_cond_frames=False, num_frames_to_correct=1,
+              rand_frames_to_correct=False, num_correction_pt_per_frame=ROUNDS, **PLANS[request.param])
   demo = get_config("demo")
   overrides = dict(demo.model_overrides.to_dict(), image_size=SIZE)
   overrides["memory_attention"] = dict(overrides["memory_attention"], dropout=0.0)
@@ -34,10 +72,14 @@ def both():
       demo.model_name, SIZE, trunk=dict(overrides["trunk"], drop_path_rate=0.0),
       memory_attention=overrides["memory_attention"],
       multimask_output_for_tracking=overrides["multimask_output_for_tracking"],
-      prob_to_use_pt_input_for_train=0.0, num_init_cond_frames_for_train=1, rand_init_cond_frames_for_train=False)
+      **{(k if k == "num_correction_pt_per_frame" else f"{k}_for_train"): v for k, v in plan.items()})
   state_dict = oracle.perturb_state_dict(official.state_dict(), seed=0, obj_score_bias=2.0)
   official.load_state_dict(state_dict, strict=True)
   params = state_dict_to_params({k: v.numpy() for k, v in state_dict.items()}, abstract_params(config))
+  samplers = OurSamplers(plan)
+  official_module = official_training.official_model_module()
+  monkeypatch_module.setattr(official_module, "sample_box_points", samplers.box)
+  monkeypatch_module.setattr(official_module, "get_next_point", samplers.click)
 
   rng = np.random.default_rng(0)
   masks = np.zeros((1, FRAMES, OBJECTS, SIZE, SIZE), bool)
@@ -50,6 +92,7 @@ def both():
   official_batch = official_training.official_batch(batch)
   official_terms = official_training.official_loss()(official(official_batch), official_batch.masks)
   official_terms["core_loss"].backward()
+  assert not samplers.click_keys  # the official side sampled every click ours does
   official_grads = state_dict_to_params(
       {k: (p.grad if p.grad is not None else oracle.torch.zeros_like(p)).numpy()
        for k, p in official.named_parameters()}
@@ -57,16 +100,22 @@ def both():
       abstract_params(config))
 
   prompts = demo.prompts.copy_and_resolve_references()
-  prompts.prob_to_use_pt_input, prompts.num_init_cond_frames, prompts.rand_init_cond_frames = 0.0, 1, False
+  prompts.update(plan)
   module = SAM2(config)
 
   def loss(p):
-    return module.apply({"params": p}, batch, jax.random.key(0), prompts, method=step.clip_losses,
+    return module.apply({"params": p}, batch, KEY, prompts, method=step.clip_losses,
                         rngs={"dropout": jax.random.key(1)})
 
   (_, metrics), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(params)
   return ({k: float(v.detach()) for k, v in official_terms.items()}, official_grads,
           {k: float(v) for k, v in metrics.items()}, grads)
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+  with pytest.MonkeyPatch.context() as patch:
+    yield patch
 
 
 def test_loss_terms(both):
