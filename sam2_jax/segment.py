@@ -306,7 +306,7 @@ def run(input_path: str | None, output: str | None, points: str | None = None, b
 def define_flags() -> None:
   """The command's flags (defined when it runs, so that importing this module defines none)."""
   flags.DEFINE_string("checkpoint", None, "Official .pt checkpoint, a converted sam2_jax directory, or a "
-      "train.py workdir or step (default: random weights, with a warning).")
+                      "train.py workdir or step (default: random weights, with a warning).")
   flags.DEFINE_string("config", None, "Config name (default: inferred from --checkpoint, else sam2.1_hiera_t).")
   flags.DEFINE_integer("image_size", None, "Model input size override (a multiple of 32).")
   flags.DEFINE_string("input", None, "Image file, video file or folder of JPEG frames.")
@@ -323,8 +323,7 @@ def define_flags() -> None:
       "overlay.png (each mask in its own colour).")
   flags.DEFINE_integer("points_per_side", None, "--automatic: grid points per side (default 32).")
   flags.DEFINE_float("pred_iou_thresh", None, "--automatic: minimum predicted IoU (default 0.8).")
-  flags.DEFINE_float("stability_score_thresh", None,
-      "--automatic: minimum stability score (default 0.95).")
+  flags.DEFINE_float("stability_score_thresh", None, "--automatic: minimum stability score (default 0.95).")
 
 
 def main():
