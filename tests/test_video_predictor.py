@@ -3,19 +3,16 @@
 import jax
 import numpy as np
 import pytest
-import sam2.utils.misc
 from PIL import Image
-from scipy import ndimage
 
-from sam2_jax.build_sam import POSTPROCESSING, SAM2Model, get_model_config, params_from_state_dict
 from sam2_jax.predictors.postprocess import fill_holes, fill_holes_and_sprinkles, fill_holes_on_device
-from sam2_jax.predictors.video import SAM2VideoPredictor, _video_res
+from sam2_jax.predictors.video import SAM2VideoPredictor, video_res
 from tests.images import shapes_image
+from tests.video_oracle import (FILL_HOLE_AREA, IMAGE_SIZE, official_hole_filling, make_pair,  # noqa: F401 (fixture)
+                                run_both)
 from bench.oracle import build_official, torch
 
-IMAGE_SIZE = 256
 NUM_FRAMES = 10
-FILL_HOLE_AREA = 8  # the official builder's default
 
 
 @pytest.fixture(scope="module")
@@ -24,66 +21,6 @@ def video_dir(tmp_path_factory):
   for t in range(NUM_FRAMES):
     Image.fromarray(shapes_image(240, 320, seed=t, shift=(3 * t, 4 * t))).save(folder / f"{t:05d}.jpg", quality=95)
   return str(folder)
-
-
-def make_pair(obj_score_bias, fill_hole_area=0):
-  official, sd = build_official("sam2.1_hiera_t", image_size=IMAGE_SIZE, video=True, obj_score_bias=obj_score_bias)
-  official.fill_hole_area = fill_hole_area  # (a cached model)
-  config = get_model_config("sam2.1_hiera_t", image_size=IMAGE_SIZE, binarize_mask_from_pts_for_mem_enc=True,
-                            **POSTPROCESSING)
-  ours = SAM2VideoPredictor(SAM2Model(config, params_from_state_dict(sd, config)), fill_hole_area=fill_hole_area,
-                            chunk_size=4)
-  return ours, official
-
-
-@pytest.fixture
-def official_hole_filling(monkeypatch):
-  """The official connected components (a CUDA kernel, absent here) with scipy; yields the small holes seen."""
-  small_holes = []
-
-  def connected_components(mask):
-    mask = mask.numpy().astype(bool)
-    labels, areas = np.zeros(mask.shape, np.int32), np.zeros(mask.shape, np.int32)
-    for idx in np.ndindex(mask.shape[:-2]):
-      labels[idx], _ = ndimage.label(mask[idx], structure=np.ones((3, 3), bool))
-      counts = np.bincount(labels[idx].ravel())
-      areas[idx] = np.where(labels[idx] > 0, counts[labels[idx]], 0)
-      small_holes.append(int((counts[1:] <= FILL_HOLE_AREA).sum()))
-    return torch.from_numpy(labels), torch.from_numpy(areas)
-
-  monkeypatch.setattr(sam2.utils.misc, "get_connected_components", connected_components)
-  yield small_holes
-
-
-def mask_iou(a, b):
-  union = np.logical_or(a, b).sum()
-  return 1.0 if union == 0 else np.logical_and(a, b).sum() / union
-
-
-def assert_frame_close(got, expected, what):
-  t_idx, t_ids, t_masks = expected
-  idx, ids, masks = got
-  assert idx == t_idx and list(ids) == list(t_ids), what
-  t_masks = t_masks.numpy() if hasattr(t_masks, "numpy") else t_masks
-  assert masks.shape == t_masks.shape, what
-  for o in range(masks.shape[0]):
-    err = np.abs(masks[o] - t_masks[o]).max() / max(np.abs(t_masks[o]).max(), 1e-6)
-    assert err <= 1e-3, f"{what} object {ids[o]}: logits rel err {err:.2e}"
-    assert mask_iou(masks[o] > 0, t_masks[o] > 0) >= 0.99, f"{what} object {ids[o]}"
-
-
-def run_both(ours, official, fn_ours, fn_official, what):
-  with torch.inference_mode():
-    expected = fn_official(official)
-  got = fn_ours(ours)
-  if isinstance(expected, tuple):
-    assert_frame_close(got, expected, what)
-    return got
-  expected, got = list(expected), list(got)
-  assert [e[0] for e in expected] == [g[0] for g in got], what
-  for e, g in zip(expected, got):
-    assert_frame_close(g, e, f"{what} frame {e[0]}")
-  return got
 
 
 def test_two_objects_click_box_correction_reverse(video_dir, official_hole_filling):
@@ -187,7 +124,7 @@ def test_fill_holes_matches_connected_components():
 def test_video_res_non_overlap_matches_official():
   official, _ = build_official("sam2.1_hiera_t", image_size=IMAGE_SIZE, video=True, obj_score_bias=6.0)
   logits = np.random.default_rng(0).normal(0, 4, (2, 3, 1, 16, 16)).astype(np.float32)  # (T, objects, 1, h, w)
-  got = np.asarray(_video_res(logits, size=(40, 56), non_overlap=True))
+  got = np.asarray(video_res(logits, size=(40, 56), non_overlap=True))
   for t in range(2):
     with torch.inference_mode():
       expected = official._apply_non_overlapping_constraints(torch.nn.functional.interpolate(

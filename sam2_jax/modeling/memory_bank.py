@@ -60,12 +60,41 @@ class MemoryBank:
     return self.cond_frames.shape[1]
 
   def add_cond(self, slot: int | jnp.ndarray, frame_idx, feats, obj_ptr, valid) -> "MemoryBank":
-    """Puts a conditioning frame (per-object feats (B, h, w, C), obj_ptr (B, 256), valid (B,)) in `slot`."""
-    upd = lambda arr, x: arr.at[:, slot].set(x.astype(arr.dtype))
+    """Puts a conditioning frame (per-object feats (B, h, w, C), obj_ptr (B, 256)) in `slot` for the objects
+    where `valid` (B,) is True; the other objects' slots stay as they were."""
     b = self.cond_frames.shape[0]
+    valid = jnp.broadcast_to(jnp.asarray(valid, bool), (b,))
+    frame = jnp.broadcast_to(jnp.asarray(frame_idx, jnp.int32), (b,))
+
+    def upd(arr, x):
+      ok = jnp.reshape(valid, (b,) + (1,) * (arr.ndim - 2))
+      return arr.at[:, slot].set(jnp.where(ok, jnp.asarray(x, arr.dtype), arr[:, slot]))
+
     return self.replace(cond_feats=upd(self.cond_feats, feats), cond_ptrs=upd(self.cond_ptrs, obj_ptr),
-                        cond_frames=upd(self.cond_frames, jnp.broadcast_to(frame_idx, (b,))),
-                        cond_valid=upd(self.cond_valid, valid))
+                        cond_frames=upd(self.cond_frames, frame), cond_valid=upd(self.cond_valid, valid))
+
+  def drop_cond(self, dropped: jnp.ndarray) -> "MemoryBank":
+    """Frees the conditioning slots where `dropped` (B, Kc) is True."""
+    return self.replace(cond_valid=self.cond_valid & ~dropped, cond_frames=jnp.where(dropped, -1, self.cond_frames))
+
+  def resized(self, config: ml_collections.ConfigDict, num_objects: int, num_cond: int) -> "MemoryBank":
+    """The bank with `num_objects` rows and `num_cond` conditioning slots: new rows and slots are empty,
+    rows and slots beyond the new sizes are dropped."""
+    empty = MemoryBank.empty(config, num_objects, num_cond, dtype=self.cond_feats.dtype)
+    b, kc = min(num_objects, self.cond_frames.shape[0]), min(num_cond, self.num_cond)
+    cond_fields = ("cond_feats", "cond_ptrs", "cond_frames", "cond_valid")
+    fields = {}
+    for name in self.__dataclass_fields__:
+      new, old = getattr(empty, name), getattr(self, name)
+      if name in cond_fields:
+        fields[name] = new.at[:b, :kc].set(old[:b, :kc])
+      else:
+        fields[name] = new.at[:b].set(old[:b])
+    return MemoryBank(**fields)
+
+  def rows(self, index) -> "MemoryBank":
+    """The bank of the objects `index` (a slice or an index array)."""
+    return jax.tree.map(lambda x: x[index], self)
 
   def add_recent(self, frame_idx, feats, obj_ptr, valid, ptr_valid=None) -> "MemoryBank":
     """Writes a tracked (non-conditioning) frame into both rings (slot `frame_idx % ring size`) for the objects

@@ -31,15 +31,17 @@ _COND, _NON_COND = "cond_frame_outputs", "non_cond_frame_outputs"
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def _image_features(module: SAM2, params, frame):
+def image_features(module: SAM2, params, frame):
+  """`SAM2.forward_image` of one uint8 frame at the model's input size."""
   return module.apply({"params": params}, normalize(frame)[None], method=SAM2.forward_image)
 
 
 @functools.partial(jax.jit, static_argnums=0,
                    static_argnames=("is_init_cond_frame", "reverse", "run_mem_encoder", "fill_hole_area"))
-def _frame_step(module: SAM2, params, bank, feats, frame_idx, num_frames, point_coords, point_labels, mask_inputs,
+def prompt_step(module: SAM2, params, bank, feats, frame_idx, num_frames, point_coords, point_labels, mask_inputs,
                 prev_mask_logits, *, is_init_cond_frame: bool, reverse: bool, run_mem_encoder: bool,
                 fill_hole_area: int):
+  """`track.track_step` on a prompted frame, with the low-res logits hole-filled as the predictor returns them."""
   out = module.apply({"params": params}, bank, feats, frame_idx, num_frames, method=track.track_step,
                      point_coords=point_coords, point_labels=point_labels, mask_inputs=mask_inputs,
                      prev_mask_logits=prev_mask_logits, is_init_cond_frame=is_init_cond_frame, reverse=reverse,
@@ -49,12 +51,13 @@ def _frame_step(module: SAM2, params, bank, feats, frame_idx, num_frames, point_
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def _encode_memory(module: SAM2, params, feats, low_res_masks, object_score_logits):
+def prompt_memory(module: SAM2, params, feats, low_res_masks, object_score_logits):
+  """The memory of prompted outputs (`track.encode_memory`), encoded when tracking moves past their frame."""
   return module.apply({"params": params}, feats, low_res_masks, object_score_logits, method=track.encode_memory)
 
 
 @functools.partial(jax.jit, static_argnames=("size", "non_overlap"))
-def _video_res(masks: jnp.ndarray, size: tuple[int, int], non_overlap: bool) -> jnp.ndarray:
+def video_res(masks: jnp.ndarray, size: tuple[int, int], non_overlap: bool) -> jnp.ndarray:
   """(..., B, 1, h, w) logits -> (..., B, 1, H, W) at the video resolution, optionally without overlaps."""
   out = resize(masks, size)
   return non_overlapping(out, axis=-4) if non_overlap else out
@@ -73,8 +76,55 @@ def propagate_chunk(module: SAM2, params, bank, frames, frame_indices, is_cond, 
                           reverse=reverse, method=track.propagate)
   ys["pred_masks"] = postprocess.fill_holes_on_device(ys["pred_masks"].astype(jnp.float32), fill_hole_area)
   low_res = jnp.where(is_cond[:, :, None, None, None], cond_masks, ys["pred_masks"])
-  ys["video_res_masks"] = _video_res(low_res, video_size, non_overlap)
+  ys["video_res_masks"] = video_res(low_res, video_size, non_overlap)
   return bank, ys
+
+
+
+def prompt_points(points, labels, box, clear_old_points: bool, normalize_coords: bool, video_hw: tuple[int, int],
+                  image_size: int) -> tuple[np.ndarray, np.ndarray]:
+  """Clicks (N, 2) + labels (N,) and/or a box (x0, y0, x1, y1) in video pixels (or [0, 1] without
+  `normalize_coords`) -> points (1, P, 2) in the model's input frame and labels (1, P), the box first
+  as the corner labels 2 and 3; raises ValueError on malformed prompts."""
+  if (points is None) != (labels is None):
+    raise ValueError("points and labels must be provided together.")
+  if points is None and box is None:
+    raise ValueError("At least one of points or box must be provided.")
+  points = np.zeros((0, 2), np.float32) if points is None else np.asarray(points, np.float32)
+  labels = np.zeros((0,), np.int32) if labels is None else np.asarray(labels, np.int32)
+  if points.ndim == 2:
+    points, labels = points[None], labels[None] if labels.ndim == 1 else labels
+  if points.ndim != 3 or points.shape[0] != 1 or points.shape[-1] != 2 or labels.shape != points.shape[:2]:
+    raise ValueError(f"points must have shape (N, 2) and labels (N,), got {points.shape} and {labels.shape}.")
+  check_points(points, labels, "points")
+  if box is not None:
+    if not clear_old_points:
+      raise ValueError("Cannot add a box without clearing old points (a box must come before any click); "
+                       "use clear_old_points=True.")
+    box = np.asarray(box, np.float32)
+    if box.size != 4:
+      raise ValueError(f"box must have 4 values x0, y0, x1, y1, got shape {box.shape}.")
+    check_boxes(box)
+    points = np.concatenate([box.reshape(1, 2, 2), points], axis=1)
+    labels = np.concatenate([np.array([[2, 3]], np.int32), labels], axis=1)
+  if normalize_coords:
+    points = points / np.array([video_hw[1], video_hw[0]], np.float32)
+  return points * np.float32(image_size), labels
+
+
+def prompt_mask(mask, video_hw: tuple[int, int], image_size: int) -> jnp.ndarray:
+  """A 2-D mask at the video's (or the model's input) size -> (1, 1, S, S) float32 at the input size."""
+  mask = np.asarray(mask)
+  if mask.ndim != 2:
+    raise ValueError(f"mask must be 2-D (H, W), got shape {mask.shape}.")
+  size = image_size
+  if mask.shape not in (tuple(video_hw), (size, size)):
+    raise ValueError(f"mask must be the video's size {tuple(video_hw)} (or the model's input size {(size, size)}), "
+                     f"got shape {mask.shape}.")
+  mask = jnp.asarray(mask.astype(bool), jnp.float32)[None, None]
+  if mask.shape[-2:] != (size, size):
+    mask = (resize(mask, (size, size), antialias=True) >= 0.5).astype(jnp.float32)
+  return mask
 
 
 class SAM2VideoPredictor:
@@ -163,7 +213,7 @@ class SAM2VideoPredictor:
   def _features(self, state: State, frame_idx: int):
     cache = state["cached_features"]
     if frame_idx not in cache:
-      feats = _image_features(self.model.module, self.model.params, jnp.asarray(state["images"][frame_idx]))
+      feats = image_features(self.model.module, self.model.params, jnp.asarray(state["images"][frame_idx]))
       state["cached_features"] = cache = {frame_idx: feats}  # the most recent frame only
     return cache[frame_idx]
 
@@ -173,31 +223,8 @@ class SAM2VideoPredictor:
     """Adds clicks (and/or a box) for an object on a frame; returns (frame_idx, obj_ids, video-res logits)."""
     state = inference_state
     frame_idx = self._check_frame(state, frame_idx)
-    if (points is None) != (labels is None):
-      raise ValueError("points and labels must be provided together.")
-    if points is None and box is None:
-      raise ValueError("At least one of points or box must be provided.")
-    points = np.zeros((0, 2), np.float32) if points is None else np.asarray(points, np.float32)
-    labels = np.zeros((0,), np.int32) if labels is None else np.asarray(labels, np.int32)
-    if points.ndim == 2:
-      points, labels = points[None], labels[None] if labels.ndim == 1 else labels
-    if points.ndim != 3 or points.shape[0] != 1 or points.shape[-1] != 2 or labels.shape != points.shape[:2]:
-      raise ValueError(f"points must have shape (N, 2) and labels (N,), got {points.shape} and {labels.shape}.")
-    check_points(points, labels, "points")
-    if box is not None:
-      if not clear_old_points:
-        raise ValueError("Cannot add a box without clearing old points (a box must come before any click); "
-                         "use clear_old_points=True.")
-      box = np.asarray(box, np.float32)
-      if box.size != 4:
-        raise ValueError(f"box must have 4 values x0, y0, x1, y1, got shape {box.shape}.")
-      check_boxes(box)
-      points = np.concatenate([box.reshape(1, 2, 2), points], axis=1)
-      labels = np.concatenate([np.array([[2, 3]], np.int32), labels], axis=1)
-    if normalize_coords:
-      points = points / np.array([state["video_width"], state["video_height"]], np.float32)
-    points = points * np.float32(self.image_size)
-
+    points, labels = prompt_points(points, labels, box, clear_old_points, normalize_coords,
+                                   (state["video_height"], state["video_width"]), self.image_size)
     obj_idx = self._obj_id_to_idx(state, obj_id)
     old = state["point_inputs_per_obj"][obj_idx].get(frame_idx) if not clear_old_points else None
     if old is not None:
@@ -211,17 +238,7 @@ class SAM2VideoPredictor:
     """Adds a 2-D mask for an object on a frame; returns (frame_idx, obj_ids, video-res logits)."""
     state = inference_state
     frame_idx = self._check_frame(state, frame_idx)
-    mask = np.asarray(mask)
-    if mask.ndim != 2:
-      raise ValueError(f"mask must be 2-D (H, W), got shape {mask.shape}.")
-    size = self.image_size
-    video_hw = (state["video_height"], state["video_width"])
-    if mask.shape not in (video_hw, (size, size)):
-      raise ValueError(f"mask must be the video's size {video_hw} (or the model's input size {(size, size)}), "
-                       f"got shape {mask.shape}.")
-    mask = jnp.asarray(mask.astype(bool), jnp.float32)[None, None]
-    if mask.shape[-2:] != (size, size):
-      mask = (resize(mask, (size, size), antialias=True) >= 0.5).astype(jnp.float32)
+    mask = prompt_mask(mask, (state["video_height"], state["video_width"]), self.image_size)
     obj_idx = self._obj_id_to_idx(state, obj_id)
     state["mask_inputs_per_obj"][obj_idx][frame_idx] = mask
     state["point_inputs_per_obj"][obj_idx].pop(frame_idx, None)
@@ -244,7 +261,7 @@ class SAM2VideoPredictor:
       if prev is not None:
         prev_logits = jnp.clip(jnp.asarray(prev["pred_masks"])[None], -32.0, 32.0)
     bank = None if is_init_cond_frame else self._build_bank(state, [obj_idx], frame_idx, reverse)
-    out = _frame_step(self.model.module, self.model.params, bank, self._features(state, frame_idx), frame_idx,
+    out = prompt_step(self.model.module, self.model.params, bank, self._features(state, frame_idx), frame_idx,
                       state["num_frames"], None if points is None else jnp.asarray(points[0]),
                       None if points is None else jnp.asarray(points[1]), mask, prev_logits,
                       is_init_cond_frame=is_init_cond_frame, reverse=reverse, run_mem_encoder=False,
@@ -382,7 +399,7 @@ class SAM2VideoPredictor:
       for key in (_NON_COND, _COND):
         for t, out in temp[key].items():
           if out["maskmem_features"] is None:
-            mem = _encode_memory(self.model.module, self.model.params, self._features(state, t),
+            mem = prompt_memory(self.model.module, self.model.params, self._features(state, t),
                                  jnp.asarray(out["pred_masks"])[None], jnp.asarray(out["object_score_logits"])[None])
             out["maskmem_features"] = np.asarray(mem[0])
           outputs[key][t] = out
@@ -445,12 +462,24 @@ class SAM2VideoPredictor:
   def _video_res(self, state: State, masks: np.ndarray) -> np.ndarray:
     if not len(masks):
       return np.zeros((0, 1, state["video_height"], state["video_width"]), np.float32)
-    return np.asarray(_video_res(jnp.asarray(masks), size=(state["video_height"], state["video_width"]),
+    return np.asarray(video_res(jnp.asarray(masks), size=(state["video_height"], state["video_width"]),
                                  non_overlap=self.non_overlap_masks))
 
 
 # Options of the predictor (not of the model) that `build_sam2_video_predictor` accepts.
 _PREDICTOR_OPTIONS = ("fill_hole_area", "non_overlap_masks", "add_all_frames_to_correct_as_cond", "chunk_size")
+
+
+def predictor_model(config_name: str | None, checkpoint, apply_postprocessing: bool, overrides: dict,
+                    option_names: tuple[str, ...] = _PREDICTOR_OPTIONS) -> tuple[SAM2Model, dict]:
+  """The model and predictor options of a video predictor builder's arguments: `overrides` holds predictor
+  options (`option_names`) and model config overrides. `apply_postprocessing` adds the official defaults:
+  dynamic multimask via stability, binarized masks for the memory of clicked frames, `fill_hole_area=8`."""
+  options = {k: overrides.pop(k) for k in option_names if k in overrides}
+  if apply_postprocessing:
+    overrides = {"binarize_mask_from_pts_for_mem_enc": True, **overrides}
+    options = {"fill_hole_area": 8, **options}
+  return build_sam2(config_name, checkpoint, apply_postprocessing=apply_postprocessing, **overrides), options
 
 
 def build_sam2_video_predictor(config_name: str | None = None, checkpoint=None, apply_postprocessing: bool = True,
@@ -462,9 +491,5 @@ def build_sam2_video_predictor(config_name: str | None = None, checkpoint=None, 
   predictor options (fill_hole_area, non_overlap_masks, add_all_frames_to_correct_as_cond,
   chunk_size) or model config overrides (image_size, compute_dtype, ...).
   """
-  options = {k: overrides.pop(k) for k in _PREDICTOR_OPTIONS if k in overrides}
-  if apply_postprocessing:
-    overrides = {"binarize_mask_from_pts_for_mem_enc": True, **overrides}
-    options = {"fill_hole_area": 8, **options}
-  model = build_sam2(config_name, checkpoint, apply_postprocessing=apply_postprocessing, **overrides)
+  model, options = predictor_model(config_name, checkpoint, apply_postprocessing, overrides)
   return SAM2VideoPredictor(model, **options)
