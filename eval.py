@@ -1,4 +1,4 @@
-r"""Semi-supervised video object segmentation (J, F, J&F) or interactive image segmentation (mIoU) with SAM 2.
+r"""Semi-supervised VOS (J, F, J&F), interactive image (mIoU) or interactive video (J&F) segmentation with SAM 2.
 
 Inference and scoring follow the official `tools/vos_inference.py` and SA-V evaluator:
 
@@ -33,6 +33,16 @@ simulates clicks as the SAM papers (first at the object's centre, then at the ce
 region; see sam2_jax/evaluation/clicks.py and image_inference.py) and prompts with the GT box; it ends with
 the line `image mIoU@1=<v> mIoU@3=<v> mIoU@5=<v> box_mIoU=<v>` (percent) and writes image_summary.json and
 image_results.csv (per object) into --output_dir.
+
+Interactive video segmentation (--task=interactive_video), on a DAVIS- or SA-V-layout --data_root:
+
+  python eval.py --task=interactive_video --data_root=DAVIS --checkpoint=... --output_dir=out
+
+runs the SAM 2 paper's offline and online protocols (--interactive_modes) on each object alone, 3 simulated
+clicks per interacted frame, up to --max_interacted_frames frames (see
+sam2_jax/evaluation/interactive_video.py); it prints one line per mode,
+`interactive mode=<offline|online> J&F@1=<v> ... J&F@8=<v>` (percent), and writes
+interactive_video_summary.json (with the annotation time after k frames) and interactive_video.png.
 """
 
 import os
@@ -43,11 +53,13 @@ from absl import flags
 from sam2_jax import cli
 from sam2_jax import huge_pages
 from sam2_jax.evaluation import image_inference
+from sam2_jax.evaluation import interactive_video
 from sam2_jax.evaluation import io as vos_io
 from sam2_jax.evaluation import vos_inference
 from sam2_jax.evaluation import vos_metrics
 
-flags.DEFINE_enum("task", "video", ["video", "image"], "video: VOS (J&F); image: interactive clicks and boxes (mIoU).")
+flags.DEFINE_enum("task", "video", ["video", "image", "interactive_video"], "video: VOS (J&F); image: interactive "
+                  "clicks and boxes (mIoU); interactive_video: the SAM 2 paper's offline and online clicks (J&F).")
 flags.DEFINE_string("data_root", None, "Dataset folder in the DAVIS or SA-V layout (--task=image: an SA-1B folder).")
 flags.DEFINE_string("output_dir", None, "Where predicted masks (and results.csv) are written.")
 flags.DEFINE_string("gt_root", None, "Scoring only: ground-truth annotation folder.")
@@ -59,8 +71,8 @@ flags.DEFINE_string("checkpoint", None, "Official .pt, converted checkpoint, or 
 flags.DEFINE_integer("image_size", None, "Override of the model's input size.")
 flags.DEFINE_list("videos", None, "Only these videos, predicted and scored (default: every annotated video).")
 flags.DEFINE_float("score_thresh", 0.0, "Mask logit threshold.")
-flags.DEFINE_bool("apply_postprocessing", None, "Official post-processing (default: off for videos as in "
-                  "vos_inference.py, on for images as the official build_sam2).")
+flags.DEFINE_bool("apply_postprocessing", None, "Official post-processing (default: off for --task=video as in "
+                  "vos_inference.py, on for clicks (image, interactive_video) as the official builders).")
 flags.DEFINE_bool("track_object_appearing_later_in_video", False, "Start each object at its first annotation.")
 flags.DEFINE_bool("do_not_skip_first_and_last_frame", False, "Also score the first and last annotated frames.")
 flags.DEFINE_bool("visualize", False, "Write an MP4 per video with the predicted masks overlaid.")
@@ -71,16 +83,21 @@ flags.DEFINE_integer("max_images", None, "--task=image: only the first N images 
 flags.DEFINE_integer("max_objects_per_image", None, "--task=image: a seeded random subset of N objects per image.")
 flags.DEFINE_integer("num_clicks", 5, "--task=image: simulated clicks per object.")
 flags.DEFINE_bool("image_mask_input", True, "--task=image: feed the previous low-res logits back with each click.")
+flags.DEFINE_list("interactive_modes", list(interactive_video.MODES), "--task=interactive_video: offline, online.")
+flags.DEFINE_integer("max_interacted_frames", 8, "--task=interactive_video: most frames clicked on per object.")
 FLAGS = flags.FLAGS
 RANDOM_WEIGHTS_CONFIG = "sam2.1_hiera_b+"
 
 
 def check_flags() -> None:
   """Rejects flag values that cannot work, before any data is read or model built."""
-  for name in ("num_processes", "max_images", "max_objects_per_image", "num_clicks"):
+  for name in ("num_processes", "max_images", "max_objects_per_image", "num_clicks", "max_interacted_frames"):
     value = FLAGS[name].value
     if value is not None and value < 1:
       raise ValueError(f"--{name} must be at least 1, got {value}.")
+  modes = FLAGS.interactive_modes
+  if not modes or set(modes) - set(interactive_video.MODES) or len(set(modes)) != len(modes):
+    raise ValueError(f"--interactive_modes must name offline and/or online once each, got {','.join(modes)!r}.")
 
 
 def model_config_name() -> str | None:
@@ -136,10 +153,34 @@ def run_image_evaluation() -> None:
   print(image_inference.summary_line(summary))
 
 
+def run_interactive_video_evaluation() -> None:
+  """--task=interactive_video: the SAM 2 paper's offline and online interactive protocols; one line per mode."""
+  from sam2_jax.predictors.video import build_sam2_video_predictor  # pylint: disable=g-import-not-at-top
+  if not (FLAGS.data_root and FLAGS.output_dir):
+    raise ValueError("--task=interactive_video needs --data_root and --output_dir.")
+  _, frames_dir, ann_root = vos_io.dataset_layout(FLAGS.data_root)
+  vos_inference.check_output_dir(FLAGS.output_dir, frames_dir, ann_root)
+  videos = vos_inference.select_videos(frames_dir, ann_root, FLAGS.videos)
+  cli.make_output_dir(FLAGS.output_dir, "output_dir")
+  overrides = {} if FLAGS.image_size is None else {"image_size": FLAGS.image_size}
+  # Corrected frames become conditioning frames, so that later passes keep the clicks (see interactive_video).
+  predictor = build_sam2_video_predictor(model_config_name(), FLAGS.checkpoint,
+                                         apply_postprocessing=FLAGS.apply_postprocessing is not False,
+                                         add_all_frames_to_correct_as_cond=True, **overrides)
+  predictor.progress = False  # many short passes per object
+  summary = interactive_video.evaluate(predictor, frames_dir, ann_root, videos, FLAGS.output_dir,
+                                       FLAGS.interactive_modes, FLAGS.max_interacted_frames, FLAGS.score_thresh)
+  for mode in FLAGS.interactive_modes:
+    print(interactive_video.summary_line(summary, mode))
+
+
 def main():
   check_flags()
   if FLAGS.task == "image":
     run_image_evaluation()
+    return
+  if FLAGS.task == "interactive_video":
+    run_interactive_video_evaluation()
     return
   if FLAGS.gt_root or FLAGS.pred_root:
     if not (FLAGS.gt_root and FLAGS.pred_root):
