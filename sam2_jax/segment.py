@@ -23,13 +23,14 @@ import dataclasses
 import json
 import os
 import sys
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 from absl import flags
 from PIL import Image
 
-from sam2_jax import SAM2AutomaticMaskGenerator, SAM2ImagePredictor, build_sam2, build_sam2_video_predictor
+from sam2_jax import (SAM2AutomaticMaskGenerator, SAM2ImagePredictor, build_sam2, build_sam2_camera_predictor,
+                      build_sam2_video_predictor)
 from sam2_jax import cli
 from sam2_jax import huge_pages
 from sam2_jax.build_sam import find_sam2_jax_checkpoint
@@ -37,7 +38,7 @@ from sam2_jax.evaluation import io as vos_io
 from sam2_jax.evaluation import visualize
 from sam2_jax.modeling.sam2 import resize
 from sam2_jax.predictors.transforms import check_boxes
-from sam2_jax.predictors.video_frames import VIDEO_EXTENSIONS, decode_video, list_jpeg_frames, write_mp4
+from sam2_jax.predictors.video_frames import VIDEO_EXTENSIONS, decode_video, iter_video, list_jpeg_frames, write_mp4
 
 DEFAULT_CONFIG = "sam2.1_hiera_t"
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
@@ -137,24 +138,34 @@ def _open_image(path: str) -> np.ndarray:
 
 
 class _Video:
-  """A video input: its frame count and size now, its RGB frames (for the overlay) on demand."""
+  """A video input: its size now; its RGB frames decoded lazily, or all at once for the offline predictor."""
 
   def __init__(self, path: str):
+    self.path = path
+    self._decoded = None
     if os.path.isdir(path):
-      self.source = path
       self._paths = list_jpeg_frames(path)
-      self.height, self.width = _open_image(self._paths[0]).shape[:2]
       self.num_frames = len(self._paths)
+      first = _open_image(self._paths[0])
     else:
-      self._frames = decode_video(path)
-      if not self._frames:
+      self._paths, self.num_frames = None, None  # counted when decoded
+      first = next(iter_video(path), None)
+      if first is None:
         raise ValueError(f"video {path!r} has no frames.")
-      self.source = self._frames
-      self.height, self.width = self._frames[0].shape[:2]
-      self.num_frames = len(self._frames)
+    self.height, self.width = first.shape[:2]
 
-  def frame(self, i: int) -> np.ndarray:
-    return _open_image(self._paths[i]) if isinstance(self.source, str) else self._frames[i]
+  def frames(self) -> Iterator[np.ndarray]:
+    """The frames in order, one in memory at a time."""
+    return (_open_image(p) for p in self._paths) if self._paths is not None else iter_video(self.path)
+
+  def decode_all(self) -> list[np.ndarray] | str:
+    """What `SAM2VideoPredictor.init_state` takes: the frame folder, or every decoded frame of a file."""
+    if self._paths is not None:
+      return self.path
+    if self._decoded is None:
+      self._decoded = decode_video(self.path)
+      self.num_frames = len(self._decoded)
+    return self._decoded
 
 
 def _write_png(path: str, image: np.ndarray) -> None:
@@ -233,26 +244,58 @@ def segment_automatic(image: np.ndarray, output: str, checkpoint: str | None = N
 
 def segment_video(video: _Video, prompt: Prompt, frame: int, output: str, checkpoint: str | None = None,
                   config: str | None = None, image_size: int | None = None) -> list[str]:
-  """Tracks the prompted object through `video`; writes a mask PNG per frame and overlay.mp4."""
+  """Tracks the prompted object through `video`; writes a mask PNG per frame and overlay.mp4.
+
+  From frame 0 the video streams (`SAM2CameraPredictor`): frames are decoded, tracked and written one at
+  a time, so memory stays flat however long the video. From a later frame it is tracked both ways with
+  `SAM2VideoPredictor`, which holds every frame.
+  """
   config, checkpoint, overrides = _model_args(checkpoint, config, image_size)
-  predictor = build_sam2_video_predictor(config, checkpoint, **overrides)
-  state = predictor.init_state(video.source)
+  os.makedirs(output, exist_ok=True)
+  paths = []
+
+  def overlays(masks: Iterator[tuple[int, np.ndarray, np.ndarray]]) -> Iterator[np.ndarray]:
+    for i, image, mask in masks:  # each mask PNG is written as soon as its frame is tracked
+      paths.extend(vos_io.write_frame_masks(output, "", i, {OBJ_ID: mask}))
+      yield visualize.overlay(image, [(OBJ_ID, mask)])
+
+  if frame == 0:
+    masks = _stream(video, prompt, build_sam2_camera_predictor(config, checkpoint, **overrides))
+  else:
+    masks = _offline(video, prompt, frame, build_sam2_video_predictor(config, checkpoint, **overrides))
+  write_mp4(os.path.join(output, "overlay.mp4"), overlays(masks))
+  return paths + [os.path.join(output, "overlay.mp4")]
+
+
+def _stream(video: _Video, prompt: Prompt, camera) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+  """(frame index, frame, mask) of each frame, prompted on frame 0, streaming."""
+  for i, image in enumerate(video.frames()):
+    if i == 0:
+      camera.load_first_frame(image, num_frames=video.num_frames)
+      if prompt.mask is not None:
+        obj_ids, logits = camera.add_new_prompt(0, OBJ_ID, mask=prompt.mask)
+      else:
+        obj_ids, logits = camera.add_new_prompt(0, OBJ_ID, points=prompt.points, labels=prompt.labels,
+                                                bbox=prompt.box)
+    else:
+      obj_ids, logits = camera.track(image)
+    yield i, image, logits[obj_ids.index(OBJ_ID), 0] > 0
+
+
+def _offline(video: _Video, prompt: Prompt, frame: int, predictor) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+  """(frame index, frame, mask) of each frame, tracked forwards and backwards from the prompted `frame`."""
+  source = video.decode_all()
+  state = predictor.init_state(source)
   if prompt.mask is not None:
     predictor.add_new_mask(state, frame, OBJ_ID, prompt.mask)
   else:
     predictor.add_new_points_or_box(state, frame, OBJ_ID, points=prompt.points, labels=prompt.labels, box=prompt.box)
   masks = {}
-  runs = [predictor.propagate_in_video(state)]
-  if frame > 0:
-    runs.append(predictor.propagate_in_video(state, start_frame_idx=frame, reverse=True))
-  for frames in runs:
-    for i, obj_ids, logits in frames:
+  for run in (predictor.propagate_in_video(state), predictor.propagate_in_video(state, frame, reverse=True)):
+    for i, obj_ids, logits in run:
       masks[i] = logits[obj_ids.index(OBJ_ID), 0] > 0
-  os.makedirs(output, exist_ok=True)
-  paths = [p for i in range(video.num_frames) for p in vos_io.write_frame_masks(output, "", i, {OBJ_ID: masks[i]})]
-  paths.append(os.path.join(output, "overlay.mp4"))
-  write_mp4(paths[-1], (visualize.overlay(video.frame(i), [(OBJ_ID, masks[i])]) for i in range(video.num_frames)))
-  return paths
+  for i, image in enumerate(source if isinstance(source, list) else video.frames()):
+    yield i, image, masks[i]
 
 
 def run(input_path: str | None, output: str | None, points: str | None = None, box: str | None = None,
@@ -295,7 +338,9 @@ def run(input_path: str | None, output: str | None, points: str | None = None, b
     cli.make_output_dir(output, "output")
     return segment_image(image, prompt, output, checkpoint, config, image_size, multimask)
   video = _Video(input_path)
-  if not 0 <= frame < video.num_frames:
+  if frame != 0 and video.num_frames is None:
+    video.decode_all()  # counts the frames of a file
+  if frame != 0 and not 0 <= frame < video.num_frames:
     raise ValueError(f"--frame={frame} is out of range: the video has {video.num_frames} frames "
                      f"(0..{video.num_frames - 1}).")
   prompt = parse_prompt(points, box, mask, (video.height, video.width))

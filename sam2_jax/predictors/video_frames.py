@@ -5,7 +5,7 @@ loader computes before normalising: PIL bicubic resize), so a long video costs
 3 * image_size**2 bytes per frame on the host and nothing on the device until a frame is used.
 """
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 import os
 import threading
 from typing import Sequence
@@ -44,14 +44,20 @@ def _open_jpeg(path: str) -> Image.Image:
   return image
 
 
-def decode_video(path: str) -> list[np.ndarray]:
-  """All frames of a video file as RGB uint8 arrays (PyAV)."""
+def iter_video(path: str) -> Iterator[np.ndarray]:
+  """The frames of a video file as RGB uint8 arrays, decoded one at a time (PyAV)."""
   import av  # pylint: disable=g-import-not-at-top
   try:
     with av.open(path) as container:
-      return [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+      for frame in container.decode(video=0):
+        yield frame.to_ndarray(format="rgb24")
   except (av.error.FFmpegError, IndexError) as e:
     raise ValueError(f"Cannot decode video {path!r}: {e}") from e
+
+
+def decode_video(path: str) -> list[np.ndarray]:
+  """All frames of a video file as RGB uint8 arrays (PyAV)."""
+  return list(iter_video(path))
 
 
 class VideoFrames(Sequence[np.ndarray]):
