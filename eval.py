@@ -10,9 +10,10 @@ Inference and scoring follow the official `tools/vos_inference.py` and SA-V eval
 
 The masks of the first annotated frame are the prompts (`add_new_mask`) and one forward
 propagation tracks all objects; with --track_object_appearing_later_in_video each object starts
-from its first annotated frame instead and the per-object results are merged. Predictions go
-to --output_dir in the input layout (each video written to a hidden folder, renamed when
-complete). Every scoring run ends with the line `J&F=<value> J=<value> F=<value>` (percent)
+from its first annotated frame instead. Each video streams through `SAM2CameraPredictor`: frames
+are read, tracked and their masks written one at a time, so memory stays flat however long the
+video (--nostream: `SAM2VideoPredictor`, with the same masks). Predictions go to --output_dir in
+the input layout (each video written to a hidden folder, renamed when complete). Every scoring run ends with the line `J&F=<value> J=<value> F=<value>` (percent)
 and writes results.csv into the prediction folder. --visualize adds an MP4 per video.
 
 The videos scored are those of --videos, else every ground-truth video; each must have predictions (a
@@ -74,6 +75,9 @@ flags.DEFINE_float("score_thresh", 0.0, "Mask logit threshold.")
 flags.DEFINE_bool("apply_postprocessing", None, "Official post-processing (default: off for --task=video as in "
                   "vos_inference.py, on for clicks (image, interactive_video) as the official builders).")
 flags.DEFINE_bool("track_object_appearing_later_in_video", False, "Start each object at its first annotation.")
+flags.DEFINE_bool("stream", True, "VOS: track each video as a stream (SAM2CameraPredictor: frames read, tracked and "
+                  "written one at a time, memory flat in the video's length); --nostream holds the video in "
+                  "SAM2VideoPredictor. Both give the same masks.")
 flags.DEFINE_bool("do_not_skip_first_and_last_frame", False, "Also score the first and last annotated frames.")
 flags.DEFINE_bool("visualize", False, "Write an MP4 per video with the predicted masks overlaid.")
 flags.DEFINE_integer("num_processes", 1, "Processes for scoring.")
@@ -110,23 +114,27 @@ def model_config_name() -> str | None:
 
 def run_inference() -> str:
   """Predicts the videos of --data_root (or --videos) into --output_dir; returns the annotation root."""
+  from sam2_jax.predictors.camera import build_sam2_camera_predictor  # pylint: disable=g-import-not-at-top
   from sam2_jax.predictors.video import build_sam2_video_predictor  # pylint: disable=g-import-not-at-top
   layout, frames_dir, ann_root = vos_io.dataset_layout(FLAGS.data_root)
   vos_inference.check_output_dir(FLAGS.output_dir, frames_dir, ann_root)
   videos = vos_inference.select_videos(frames_dir, ann_root, FLAGS.videos)
   cli.make_output_dir(FLAGS.output_dir, "output_dir")
   overrides = {} if FLAGS.image_size is None else {"image_size": FLAGS.image_size}
-  predictor = build_sam2_video_predictor(model_config_name(), FLAGS.checkpoint,
-                                         apply_postprocessing=bool(FLAGS.apply_postprocessing),
-                                         non_overlap_masks=layout == vos_io.DAVIS, **overrides)
+  build = build_sam2_camera_predictor if FLAGS.stream else build_sam2_video_predictor
+  predictor = build(model_config_name(), FLAGS.checkpoint, apply_postprocessing=bool(FLAGS.apply_postprocessing),
+                    non_overlap_masks=layout == vos_io.DAVIS, **overrides)
   for video in videos:
-    names, results = vos_inference.predict_video(predictor, frames_dir, ann_root, video,
-                                   FLAGS.track_object_appearing_later_in_video, FLAGS.score_thresh)
-    state_shape = next(iter(results[0].values())).shape
-    vos_inference.write_video_masks(FLAGS.output_dir, video, names, results, layout, state_shape)
+    args = (predictor, frames_dir, ann_root, video, FLAGS.track_object_appearing_later_in_video, FLAGS.score_thresh)
+    if FLAGS.stream:
+      names, masks = vos_inference.stream_video(*args)
+    else:
+      names, results = vos_inference.predict_video(*args)
+      masks = (results[i] for i in range(len(names)))
+    vos_inference.write_video_masks(FLAGS.output_dir, video, names, masks, layout)
     if FLAGS.visualize:
       vos_inference.write_overlay_mp4(os.path.join(FLAGS.output_dir, f"{video}.mp4"),
-                                      os.path.join(frames_dir, video), names, results)
+                                      os.path.join(frames_dir, video), FLAGS.output_dir, video)
   return ann_root
 
 

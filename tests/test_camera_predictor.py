@@ -9,9 +9,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from sam2_jax.evaluation import io as vos_io
+from sam2_jax.evaluation.vos_inference import predict_video, stream_video
 from sam2_jax.predictors.camera import SAM2CameraPredictor
+from sam2_jax.predictors.video import SAM2VideoPredictor
 from tests.images import shapes_image
-from tests.video_oracle import (FILL_HOLE_AREA, assert_frame_close, make_model,  # noqa: F401 (fixture)
+from tests.test_eval import make_davis
+from tests.video_oracle import (FILL_HOLE_AREA, assert_frame_close, make_model, mask_iou,  # noqa: F401 (fixture)
                                 official_hole_filling)
 from bench.oracle import torch
 
@@ -154,3 +158,23 @@ def test_bad_inputs():
   camera.track(frame)
   with pytest.raises(ValueError, match="started as 2 frames long"):
     camera.track(frame)
+
+
+@pytest.mark.parametrize("later_objects", [False, True])
+def test_vos_streamed_equals_offline(tmp_path, later_objects):
+  # eval.py's VOS inference both ways, DAVIS layout (non-overlapping masks); object 2 is annotated from frame 1.
+  root = tmp_path / "davis"
+  make_davis(root, num_videos=1, num_frames=5)
+  image = np.asarray(Image.open(root / "JPEGImages" / "video0" / "00000.jpg"))
+  vos_io.write_frame_masks(str(root / "Annotations"), "video0", 0, {1: image[..., 0] > 200}, vos_io.DAVIS)
+  _, model = make_model(obj_score_bias=6.0)
+  args = (str(root / "JPEGImages"), str(root / "Annotations"), "video0", later_objects, 0.0)
+  names, offline = predict_video(SAM2VideoPredictor(model, non_overlap_masks=True, progress=False), *args)
+  stream_names, streamed = stream_video(SAM2CameraPredictor(model, non_overlap_masks=True), *args)
+  streamed = list(streamed)
+  assert stream_names == names and len(streamed) == len(names) == 5
+  for i in range(5):
+    assert sorted(streamed[i]) == sorted(offline[i]) == ([1, 2] if later_objects else [1]), i
+    for obj_id, mask in offline[i].items():
+      assert mask_iou(streamed[i][obj_id], mask) >= 0.99, (i, obj_id)
+  assert offline[4][1].any() and (not later_objects or offline[4][2].any())  # tracked objects are present

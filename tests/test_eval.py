@@ -127,3 +127,4 @@ def test_eval_bad_input(tmp_path):
   assert not (tmp_path / "o").exists()  # refused before anything was written
   run = run_eval(f"--gt_root={ann}", f"--pred_root={pred}", "--videos=video1", restart=False)
   assert run.returncode == 0 and run.stdout.strip().splitlines()[-1] == "J&F=100.0 J=100.0 F=100.0"  # 00001 unread
+
