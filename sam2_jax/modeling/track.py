@@ -17,12 +17,26 @@ from sam2_jax.modeling.sam2 import HIDDEN_DIM, SAM2, use_multimask
 
 
 def conditioned_features(module: SAM2, bank: MemoryBank | None, feats: dict[str, Any], frame_idx, num_frames,
-                         is_init_cond_frame: bool, reverse: bool, training: bool = False,
+                         is_init_cond_frame, reverse: bool, training: bool = False,
                          deterministic: bool = True) -> jnp.ndarray:
-  """Image features of the frame fused with the memories (official `_prepare_memory_conditioned_features`)."""
+  """Image features of the frame fused with the memories (official `_prepare_memory_conditioned_features`).
+
+  `is_init_cond_frame` may be traced (training decides per frame): both paths are then compiled.
+  """
   pix = feats["vision_features"]
-  if is_init_cond_frame:
-    return pix + module.no_mem_embed[0].astype(pix.dtype)
+  no_memory = lambda: pix + module.no_mem_embed[0].astype(pix.dtype)
+  if isinstance(is_init_cond_frame, bool):
+    if is_init_cond_frame:
+      return no_memory()
+    return _read_memory(module, bank, feats, frame_idx, num_frames, reverse, training, deterministic)
+  with_memory = lambda: _read_memory(module, bank, feats, frame_idx, num_frames, reverse, training,
+                                     deterministic).astype(pix.dtype)
+  return jax.lax.cond(is_init_cond_frame, no_memory, with_memory)
+
+
+def _read_memory(module: SAM2, bank: MemoryBank, feats: dict[str, Any], frame_idx, num_frames, reverse: bool,
+                 training: bool, deterministic: bool) -> jnp.ndarray:
+  pix = feats["vision_features"]
   b = bank.cond_frames.shape[0]
   pix = jnp.broadcast_to(pix, (b, *pix.shape[1:]))
   h, w = pix.shape[1:3]
@@ -74,6 +88,14 @@ def track_step(module: SAM2, bank: MemoryBank | None, feats: dict[str, Any], fra
     mem, _ = module.encode_new_memory(backbone, out["high_res_masks"], out["object_score_logits"], binarize)
     result["maskmem_features"] = mem.astype(jnp.bfloat16)
   return result
+
+
+def remember(module: SAM2, bank: MemoryBank, backbone: jnp.ndarray, high_res_masks: jnp.ndarray,
+             object_score_logits: jnp.ndarray, obj_ptr: jnp.ndarray, frame_idx, as_cond, cond_slot) -> MemoryBank:
+  """Encodes the memory of a frame's final masks (B, 1, H, W) and adds it, with the object pointers, to the
+  bank: into conditioning slot `cond_slot` where `as_cond` (may be traced), else into the recent rings."""
+  mem, _ = module.encode_new_memory(backbone, high_res_masks, object_score_logits, False)
+  return bank.add(frame_idx, mem.astype(bank.mem_feats.dtype), obj_ptr, as_cond, cond_slot)
 
 
 def encode_memory(module: SAM2, feats: dict[str, Any], low_res_masks: jnp.ndarray, object_score_logits: jnp.ndarray,

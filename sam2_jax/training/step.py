@@ -70,10 +70,7 @@ def clip_losses(module: SAM2, batch: dict[str, jax.Array], key: jax.Array, promp
          "high_res_features": [h[frame] for h in high_res]}
     gt_t = gt[frame]
     backbone = f["vision_features"]
-    pix = jax.lax.cond(
-        is_init, lambda: backbone + module.no_mem_embed[0].astype(backbone.dtype),
-        lambda: track.conditioned_features(module, bank, f, frame, t, False, False, training=True,
-                                           deterministic=False).astype(backbone.dtype))
+    pix = track.conditioned_features(module, bank, f, frame, t, is_init, False, training=True, deterministic=False)
 
     # Initial prompt: the GT mask (taken as the output), or a noisy box / one click.
     use_box = plan["use_box"][frame]
@@ -125,10 +122,9 @@ def clip_losses(module: SAM2, batch: dict[str, jax.Array], key: jax.Array, promp
 
     out, coords, labels, count, frame_sums = jax.lax.cond(
         correct, corrections, lambda a: a, (out, coords, labels, count, frame_sums))
-    mem, _ = module.encode_new_memory(backbone, out["high_res_masks"], out["object_score_logits"], False)
-    mem = mem.astype(jnp.float32)
     as_cond = is_init | (prompts.add_all_frames_to_correct_as_cond & correct)
-    bank = bank.add(frame, mem, out["obj_ptr"], as_cond, jnp.minimum(num_cond_used, num_cond - 1))
+    bank = track.remember(module, bank, backbone, out["high_res_masks"], out["object_score_logits"], out["obj_ptr"],
+                          frame, as_cond, jnp.minimum(num_cond_used, num_cond - 1))
     sums = jax.tree.map(jnp.add, sums, frame_sums)
     iou = _mask_iou(out["high_res_masks"][:, 0] > 0, gt_t)
     return (bank, num_cond_used + as_cond.astype(jnp.int32), sums), iou
