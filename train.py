@@ -10,6 +10,12 @@ and fails with one error line when the checkpoint was written with another model
 Metrics go to TensorBoard event files (workdir/tensorboard), to workdir/metrics.jsonl (a resumed run
 first drops the lines of steps after its checkpoint) and to a progress line; periodic evaluation prints
 `eval step=<n> J&F=<value> copy_first_frame_J&F=<value>`.
+
+SIGTERM (a spot or TPU preemption notice) lets the step in progress finish, saves it as a checkpoint (data iterator
+and metrics state included), waits for the write, prints `train: SIGTERM at step <n>: checkpoint saved, exiting`
+to stderr and exits with status 0; a second SIGTERM does not interrupt the save, and in multi-process runs every
+process stops at the same step (`checkpointing.SigtermWatch`). SIGINT (Ctrl-C) stops at once, as before: the run
+resumes from its last periodic checkpoint. A run killed mid-write resumes from the previous one.
 """
 
 import functools
@@ -181,6 +187,8 @@ def main(argv):
                   disable=jax.process_index() != 0, mininterval=1.0)
   postfix = {}
   t_last, frames, window_flops = time.perf_counter(), 0, 0.0
+  # Until here SIGTERM ends a single-process run at once: it has done nothing since its checkpoint.
+  sigterm = checkpointing.SigtermWatch()
   for step_num in range(start + 1, config.num_steps + 1):
     batch = next(data_iter)
     stats.update(batch)
@@ -209,8 +217,15 @@ def main(argv):
       bar.set_postfix(postfix, refresh=False)
       t_last, frames, window_flops = time.perf_counter(), 0, 0.0
     bar.update()
-    if step_num % config.checkpoint_every == 0 or step_num == config.num_steps:
+    # A preemption notice (SIGTERM) ends the run after this step, with its checkpoint and without its evaluation.
+    # stop_after is asked at every step: in multi-process runs, JAX's preemption sync needs each step.
+    preempted = sigterm.stop_after(step_num) and step_num < config.num_steps
+    if preempted or step_num % config.checkpoint_every == 0 or step_num == config.num_steps:
       checkpointing.save(manager, step_num, state, data_iter.get_state(), stats.get_state(), metadata)
+    if preempted:
+      manager.wait_until_finished()
+      bar.write(f"train: SIGTERM at step {step_num}: checkpoint saved, exiting", file=sys.stderr)
+      break
     if config.eval_every and (step_num % config.eval_every == 0 or step_num == config.num_steps):
       manager.wait_until_finished()
       evaluate(step_num, state)

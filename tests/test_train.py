@@ -28,11 +28,16 @@ def _env(tmp_path, devices: int = 1) -> dict:
   return env
 
 
+def _train_command(tmp_path, workdir, num_steps, *extra) -> list[str]:
+  """train.py on the tiny demo config, with the compilation caches in `tmp_path` (run with `_env(tmp_path)`)."""
+  return [sys.executable, os.path.join(ROOT, "train.py"), "--config=configs/train.py:demo", f"--workdir={workdir}",
+          f"--config.num_steps={num_steps}", f"--config.compilation_cache_dir={tmp_path / 'xla_cache'}", *TINY,
+          *extra]
+
+
 def _run_train(tmp_path, workdir, num_steps, *extra):
-  return subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), "--config=configs/train.py:demo",
-                         f"--workdir={workdir}", f"--config.num_steps={num_steps}",
-                         f"--config.compilation_cache_dir={tmp_path / 'xla_cache'}", *TINY, *extra],
-                        capture_output=True, text=True, cwd=ROOT, env=_env(tmp_path))
+  return subprocess.run(_train_command(tmp_path, workdir, num_steps, *extra), capture_output=True, text=True,
+                        cwd=ROOT, env=_env(tmp_path))
 
 
 def _train(tmp_path, workdir, num_steps, *extra):

@@ -6,12 +6,18 @@ converted model checkpoint, so `build_sam2` can load any step) and the active `d
 that shape the data iterator's state. `restore` compares these and the saved array shapes with the run's config
 before reading any array, so a changed config gets a message saying what changed; a step that fails to read is
 skipped for an older one.
+
+A save is atomic: Orbax writes a step to `{step}.orbax-checkpoint-tmp` and renames it when every item is written
+(on GCS, where there is no rename: `commit_success.txt` marks the end), so a process killed mid-write leaves the
+previous steps as they were and an unfinished folder that the next run's manager deletes. `SigtermWatch` turns a
+preemption notice (SIGTERM) into a checkpoint of the current step and a clean exit.
 """
 
 import functools
 import json
 import logging
 import os
+import signal
 import sys
 from typing import Any
 
@@ -32,11 +38,43 @@ class CheckpointMismatchError(ValueError):
 
 
 def make_manager(directory: str, max_to_keep: int) -> ocp.CheckpointManager:
-  """An asynchronous CheckpointManager of the train.py items."""
+  """An asynchronous CheckpointManager of the train.py items.
+
+  It deletes the unfinished writes of a killed run (temporary folders, which no step lists), and old steps only
+  once a newer one is complete.
+  """
   handlers = {"state": ocp.StandardCheckpointHandler(), "data_iter": ocp.JsonCheckpointHandler(),
               "data_stats": ocp.JsonCheckpointHandler(), "metadata": ocp.JsonCheckpointHandler()}
   return ocp.CheckpointManager(directory, item_handlers=handlers, options=ocp.CheckpointManagerOptions(
-      max_to_keep=max_to_keep, enable_async_checkpointing=True))
+      max_to_keep=max_to_keep, enable_async_checkpointing=True, cleanup_tmp_directories=True))
+
+
+class SigtermWatch:
+  """Whether a preemption notice (SIGTERM) asks the train loop to stop after a step, alike on every process.
+
+  One process: a `signal.signal` handler only sets a flag, which the loop reads between steps; a repeated SIGTERM
+  sets it again, so it cannot interrupt the checkpoint the first one led to. Several processes:
+  `jax.distributed.initialize` installed JAX's preemption notifier for SIGTERM (the preemption service, on by
+  default), which tells every process, and `multihost_utils.reached_preemption_sync_point` turns True at the same
+  step on all of them (one past the highest step any of them had reached), without synchronising any device; a
+  Python handler here would replace JAX's. SIGINT keeps its default (KeyboardInterrupt).
+  """
+
+  def __init__(self) -> None:
+    self._received = False
+    self._multi_process = jax.process_count() > 1
+    if not self._multi_process:
+      signal.signal(signal.SIGTERM, self._on_sigterm)
+
+  def _on_sigterm(self, signum: int, frame: Any) -> None:
+    del signum, frame
+    self._received = True  # and nothing else: the loop saves between steps
+
+  def stop_after(self, step: int) -> bool:
+    """Whether to save `step` and stop; every process asks after every step, with the same steps."""
+    if self._multi_process:
+      return multihost_utils.reached_preemption_sync_point(step)
+    return self._received
 
 
 def run_metadata(config: ml_collections.ConfigDict, model_name: str) -> dict[str, Any]:
