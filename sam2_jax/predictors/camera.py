@@ -33,8 +33,8 @@ from sam2_jax.modeling.memory_bank import MemoryBank, ring_sizes
 from sam2_jax.modeling.sam2 import SAM2
 from sam2_jax.predictors import postprocess
 from sam2_jax.predictors.transforms import normalize
-from sam2_jax.predictors.video import (image_features, predictor_model, prompt_mask, prompt_memory, prompt_points,
-                                       prompt_step, video_res)
+from sam2_jax.predictors.video import (check_fill_hole_area, image_features, predictor_model, prompt_mask,
+                                       prompt_memory, prompt_points, prompt_step, video_res)
 from sam2_jax.predictors.video_frames import resize_frame
 
 # The length the model is told: any stream of 16 frames or more normalises pointer positions alike.
@@ -70,11 +70,9 @@ class SAM2CameraPredictor:
       model: from `build_sam2` (use `build_sam2_camera_predictor` for the official defaults).
       fill_hole_area, non_overlap_masks, add_all_frames_to_correct_as_cond: as `SAM2VideoPredictor`.
     """
-    if not isinstance(fill_hole_area, (int, np.integer)) or fill_hole_area < 0:
-      raise ValueError(f"fill_hole_area must be a whole number of pixels >= 0, got {fill_hole_area!r}.")
     compilation_cache.enable()
     self.model = model
-    self.fill_hole_area = int(fill_hole_area)
+    self.fill_hole_area = check_fill_hole_area(fill_hole_area)
     self.non_overlap_masks = non_overlap_masks
     self.add_all_frames_to_correct_as_cond = add_all_frames_to_correct_as_cond
     self.reset_state()

@@ -81,6 +81,13 @@ def propagate_chunk(module: SAM2, params, bank, frames, frame_indices, is_cond, 
 
 
 
+def check_fill_hole_area(value) -> int:
+  """A predictor's `fill_hole_area`: a whole number of low-res pixels >= 0."""
+  if not isinstance(value, (int, np.integer)) or value < 0:
+    raise ValueError(f"fill_hole_area must be a whole number of pixels >= 0, got {value!r}.")
+  return int(value)
+
+
 def prompt_points(points, labels, box, clear_old_points: bool, normalize_coords: bool, video_hw: tuple[int, int],
                   image_size: int) -> tuple[np.ndarray, np.ndarray]:
   """Clicks (N, 2) + labels (N,) and/or a box (x0, y0, x1, y1) in video pixels (or [0, 1] without
@@ -144,11 +151,9 @@ class SAM2VideoPredictor:
     """
     if chunk_size < 1 or chunk_size & (chunk_size - 1):
       raise ValueError(f"chunk_size must be a power of two, got {chunk_size}.")
-    if not isinstance(fill_hole_area, (int, np.integer)) or fill_hole_area < 0:
-      raise ValueError(f"fill_hole_area must be a whole number of pixels >= 0, got {fill_hole_area!r}.")
     compilation_cache.enable()
     self.model = model
-    self.fill_hole_area = int(fill_hole_area)
+    self.fill_hole_area = check_fill_hole_area(fill_hole_area)
     self.non_overlap_masks = non_overlap_masks
     self.add_all_frames_to_correct_as_cond = add_all_frames_to_correct_as_cond
     self.chunk_size = chunk_size
