@@ -82,14 +82,12 @@ def main(argv):
   cli.quiet_library_logs()
   sharding.maybe_initialize_distributed()
   import jax  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
   from sam2_jax.build_sam import SAM2Model, build_sam2, init_params  # pylint: disable=g-import-not-at-top
   from sam2_jax.data import pipeline  # pylint: disable=g-import-not-at-top
   from sam2_jax.evaluation import io as vos_io  # pylint: disable=g-import-not-at-top
   from sam2_jax.evaluation import vos_inference  # pylint: disable=g-import-not-at-top
-  from sam2_jax.modeling.sam2 import SAM2  # pylint: disable=g-import-not-at-top
   from sam2_jax.predictors.video import SAM2VideoPredictor  # pylint: disable=g-import-not-at-top
   from sam2_jax.training import checkpointing, flops, optimizer, step  # pylint: disable=g-import-not-at-top
 
@@ -106,21 +104,10 @@ def main(argv):
       prepare_synthetic(config, os.path.join(workdir, "data"))
     dataset = pipeline.make_dataset(config.data, jax.process_index(), jax.process_count(), seed=config.seed)
     metadata = checkpointing.run_metadata(config, model_config.name)
-    module = SAM2(model_config)
     mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp)
-
-    random_params = functools.partial(init_params, model_config)
-    abstract_params = jax.eval_shape(random_params, jax.random.key(0))
-    tx, step_fn = step.from_config(module, config, abstract_params)
-
-    def init_state(params, key):
-      return step.TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params), rng=key)
-
-    abstract_state = jax.eval_shape(init_state, abstract_params, jax.random.key(0))
-    state_shardings = sharding.param_shardings(abstract_state, mesh)
+    prog = step.program(config, model_config, mesh)
     manager = checkpointing.make_manager(os.path.join(workdir, "checkpoints"), config.keep_checkpoints)
-    restored = checkpointing.restore(manager, jax.tree.map(
-        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract_state, state_shardings), metadata)
+    restored = checkpointing.restore(manager, prog.abstract_state, metadata)
   except ValueError as e:
     cli.fail(str(e))
 
@@ -138,12 +125,11 @@ def main(argv):
       params = build_sam2(config.model_name, config.init_checkpoint, apply_postprocessing=False,
                           **config.model_overrides.to_dict()).params
     else:
-      params = jax.jit(random_params, out_shardings=state_shardings.params)(key_init)
-    state = jax.jit(init_state, out_shardings=state_shardings)(params, key_train)
+      params = jax.jit(functools.partial(init_params, model_config),
+                       out_shardings=prog.state_shardings.params)(key_init)
+    state = jax.jit(prog.init_state, out_shardings=prog.state_shardings)(params, key_train)
 
-  train_step = jax.jit(
-      step_fn, in_shardings=(state_shardings, sharding.batch_sharding(mesh)), out_shardings=(state_shardings, None),
-      donate_argnums=0)
+  train_step = prog.train_step
   lr_schedule = optimizer.lr_factor_schedule(config.num_steps, config.optimizer.warmup_steps,
                                              config.optimizer.end_lr_factor)
   # The MFU's peak: a large matmul in the model's compute dtype, measured on this device.
@@ -236,19 +222,7 @@ def main(argv):
     jsonl.close()
 
 
-def _parse_flags(argv: list[str]) -> list[str]:
-  """absl flag parsing, with a bad flag, config file or config field reported like any other bad argument."""
-  try:
-    return cli.parse_flags(argv, check=lambda: _CONFIG.value.get("model_name"))
-  except OSError as e:  # ml_collections: a config file that cannot be read
-    cli.fail(f"cannot load --config: {str(e.__cause__ or e).strip().splitlines()[-1].strip()}")
-  except AttributeError as e:  # ml_collections: `--config.<field>=...` for a field the config does not have
-    field = str(e).strip("\"'")
-    named = [a.split("=")[0] for a in argv if a.startswith("--config.") and field in a.split("=")[0].split(".")]
-    cli.fail(f"{named[0] if named else field}: the config has no field {field!r}.")
-
-
 if __name__ == "__main__":
   huge_pages.restart_with_huge_pages()
   flags.mark_flags_as_required(["config", "workdir"])
-  app.run(main, flags_parser=_parse_flags)
+  app.run(main, flags_parser=lambda argv: cli.parse_config_flags(argv, _CONFIG))

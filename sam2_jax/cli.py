@@ -42,8 +42,22 @@ def quiet_library_logs() -> None:
     logging.set_verbosity(logging.WARNING)
 
 
-def run(main: Callable[[], None]) -> None:
-  """Runs `main` (which reads its absl flags) as a command-line program.
+def parse_config_flags(argv: list[str], config: flags.FlagHolder) -> list[str]:
+  """`parse_flags` for a program with an ml_collections config flag: a config file that cannot be loaded, or an
+  override of a field the config does not have, fails like any other bad argument."""
+  try:
+    return parse_flags(argv, check=lambda: config.value.get("model_name"))
+  except OSError as e:  # ml_collections: a config file that cannot be read
+    fail(f"cannot load --{config.name}: {str(e.__cause__ or e).strip().splitlines()[-1].strip()}")
+  except AttributeError as e:  # ml_collections: `--config.<field>=...` for a field the config does not have
+    field = str(e).strip("\"'")
+    named = [a.split("=")[0] for a in argv if a.startswith(f"--{config.name}.") and field in a.split("=")[0].split(".")]
+    fail(f"{named[0] if named else field}: the config has no field {field!r}.")
+
+
+def run(main: Callable[[], None], config: flags.FlagHolder | None = None) -> None:
+  """Runs `main` (which reads its absl flags, and the ml_collections `config` flag if given) as a command-line
+  program.
 
   ValueError (bad input: the readers' messages name the file), OSError (a path that cannot be read or
   written) and ImportError (a missing optional dependency, with its install hint) end in `fail`.
@@ -56,7 +70,8 @@ def run(main: Callable[[], None]) -> None:
     except (ValueError, OSError, ImportError) as e:
       fail(str(e))
 
-  app.run(main_with_errors, flags_parser=parse_flags)
+  app.run(main_with_errors, flags_parser=parse_flags if config is None else
+          lambda argv: parse_config_flags(argv, config))
 
 
 def make_output_dir(path: str, flag: str) -> None:

@@ -1,6 +1,13 @@
-"""Fixtures shared by test modules."""
+"""Fixtures shared by test modules, and the suite's split over two pytest-xdist workers."""
 
 import pytest
+
+
+def pytest_collection_modifyitems(items):
+  """The tests of the shared train run go to one worker (`--dist loadgroup`), which runs it once."""
+  for item in items:
+    if "full_run" in getattr(item, "fixturenames", ()):
+      item.add_marker(pytest.mark.xdist_group("full_run"))
 
 
 @pytest.fixture(scope="session")

@@ -106,7 +106,10 @@ def frame(t):
   image[30:44, 40 - (t % 30):54 - (t % 30)] = (60, 200, 80)
   return image
 
-camera = build_sam2_camera_predictor("sam2.1_hiera_t", image_size=64)
+# The demo's narrow Hiera and one memory-attention layer make each frame cheap; the memory bank is the t model's.
+camera = build_sam2_camera_predictor("sam2.1_hiera_t", image_size=64, memory_attention={"num_layers": 1},
+                                     trunk={"embed_dim": 32, "num_heads": 1, "stages": (1, 1, 2, 1),
+                                            "global_att_blocks": (3,), "window_spec": (8, 4, 8, 4)})
 camera.load_first_frame(frame(0))
 camera.add_new_prompt(0, 1, points=[[14, 16]], labels=[1])
 camera.add_new_prompt(0, 2, bbox=[38, 28, 56, 46])

@@ -4,8 +4,7 @@ either, the resumed run logs the uninterrupted run's metrics. In a multi-process
 same step.
 
 The interrupted runs start from the shared full run's step 2: a train.py process spends most of its time here
-tracing (and loading from the compilation cache) the train step of each batch shape it meets, and steps 2-4 are
-video batches, 1 and 5 image batches."""
+tracing (and loading from the compilation cache) its train step."""
 
 import os
 import re

@@ -117,6 +117,20 @@ def active_sources(config: ml_collections.ConfigDict) -> list[Source]:
   return out
 
 
+def model_input_shapes(config: ml_collections.ConfigDict) -> dict[str, dict[str, tuple[tuple[int, ...], type]]]:
+  """The global (shape, dtype) of the model's inputs (`images`, `masks`, `obj_valid`) in the batches of each source
+  with a positive weight, whether or not its files are set: what the train step is compiled for."""
+  s, o = config.resolution, config.max_num_objects
+  out = {}
+  for name in source_names(config):
+    sc = config.sources[name]
+    if sc.weight > 0:
+      b, t = int(sc.batch_size), config.num_frames if sc.video else 1
+      out[name] = {"images": ((b, t, s, s, 3), np.uint8), "masks": ((b, t, o, s, s), np.bool_),
+                   "obj_valid": ((b, o), np.bool_)}
+  return out
+
+
 def expand_paths(paths: str) -> list[str]:
   """Files named by comma-separated paths or glob patterns (each pattern sorted, must match something)."""
   out = []

@@ -72,9 +72,14 @@ def global_batch(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Arra
 def maybe_initialize_distributed() -> bool:
   """`jax.distributed.initialize()` when the environment describes a multi-host job; False on one host.
 
-  Must run before any other JAX call.
+  The job is described by SLURM, by Cloud TPU's worker list, or on any cluster by `JAX_COORDINATOR_ADDRESS`
+  (host:port of process 0) with `JAX_NUM_PROCESSES` and `JAX_PROCESS_ID`. Must run before any other JAX call.
   """
   env = os.environ
+  if env.get("JAX_COORDINATOR_ADDRESS") and env.get("JAX_NUM_PROCESSES"):
+    jax.distributed.initialize(env["JAX_COORDINATOR_ADDRESS"], num_processes=int(env["JAX_NUM_PROCESSES"]),
+                               process_id=int(env.get("JAX_PROCESS_ID", "0")))
+    return True
   multi_host = (bool(env.get("JAX_COORDINATOR_ADDRESS")) or int(env.get("SLURM_NTASKS", "1") or 1) > 1
                 or len(env.get("TPU_WORKER_HOSTNAMES", "").split(",")) > 1)
   if multi_host:

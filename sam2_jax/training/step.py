@@ -7,6 +7,7 @@ each with its clip's image features, as the official trainer does. Prompts live 
 buffers with a token mask, so every frame has the same shapes whatever prompts it received.
 """
 
+import dataclasses
 import functools
 from typing import Any, Callable
 
@@ -16,6 +17,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from sam2_jax.build_sam import init_params
 from sam2_jax.modeling import track
 from sam2_jax.modeling.memory_bank import MemoryBank
 from sam2_jax.modeling.sam2 import SAM2, use_multimask
@@ -23,6 +25,7 @@ from sam2_jax.predictors import transforms
 from sam2_jax.training import losses
 from sam2_jax.training import optimizer
 from sam2_jax.training import prompt_simulation as ps
+from sam2_jax.training import sharding
 
 Params = Any
 
@@ -171,3 +174,35 @@ def from_config(module: SAM2, config: ml_collections.ConfigDict, params: Params)
   tx = optimizer.make_optimizer(config.optimizer, params, config.num_steps, config.freeze_image_encoder)
   return tx, functools.partial(train_step, module, tx, prompts=config.prompts,
                                freeze_image_encoder=config.freeze_image_encoder, remat=config.remat)
+
+
+@dataclasses.dataclass(frozen=True)
+class Program:
+  """What a training config runs on a mesh: train.py executes it, `sam2_jax.aot_compile` compiles it."""
+  module: SAM2
+  init_state: Callable[[Params, jax.Array], TrainState]  # (params, key) -> the step-0 state
+  abstract_state: TrainState  # ShapeDtypeStructs carrying the state's shardings
+  train_step: Any  # jitted (state, global batch) -> (state, metrics), sharded on the mesh; donates the state
+
+  @property
+  def state_shardings(self) -> TrainState:
+    return jax.tree.map(lambda x: x.sharding, self.abstract_state)
+
+
+def program(config: ml_collections.ConfigDict, model_config: ml_collections.FrozenConfigDict,
+            mesh: jax.sharding.Mesh) -> Program:
+  """The train step of a training config (`configs/train.py`) on `mesh`, with the state's shardings."""
+  module = SAM2(model_config)
+  abstract_params = jax.eval_shape(functools.partial(init_params, model_config), jax.random.key(0))
+  tx, step_fn = from_config(module, config, abstract_params)
+
+  def init_state(params, key):
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params), rng=key)
+
+  abstract_state = jax.eval_shape(init_state, abstract_params, jax.random.key(0))
+  shardings = sharding.param_shardings(abstract_state, mesh)
+  train_step = jax.jit(step_fn, in_shardings=(shardings, sharding.batch_sharding(mesh)),
+                       out_shardings=(shardings, None), donate_argnums=0)
+  abstract_state = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract_state,
+                                shardings)
+  return Program(module, init_state, abstract_state, train_step)
