@@ -25,6 +25,11 @@ from ml_collections import config_flags
 
 from sam2_jax import cli
 
+# Before libtpu loads: this host has no TPU metadata server to ask, and compiling only, any number of processes may
+# load libtpu at once (it otherwise takes a host-wide lock).
+os.environ.setdefault("TPU_SKIP_MDS_QUERY", "1")
+os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
+
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Training config, e.g. configs/train.py:sa1b_sav_b+.")
 _TOPOLOGY = flags.DEFINE_string("topology", None, "TPU topology, e.g. v5e:2x2, v5p:2x2x1, v6e:2x2.")
 _HBM_GIB = flags.DEFINE_float("hbm_gib", None, "Memory per device to fit in (GiB); default: the chip's HBM.",
@@ -109,5 +114,4 @@ def main() -> None:
     sys.exit(1)
 
 if __name__ == "__main__":
-  os.environ.setdefault("TPU_SKIP_MDS_QUERY", "1")  # no metadata server to ask: this host has no TPU
   cli.run(main, _CONFIG)

@@ -25,7 +25,7 @@ LINE = (r"aot_compile: topology=(\S+) devices=(\d+) compile_s=[\d.]+ memory_per_
 def _run(*args: str, code: str | None = None) -> subprocess.CompletedProcess:
   if not os.path.isdir(os.path.join(LIBTPU, "libtpu")):
     pytest.fail(f"No libtpu in {LIBTPU}: pip install --target {LIBTPU} 'libtpu==0.0.42.*' (see .ci/run).")
-  env = dict(os.environ, PYTHONPATH=os.pathsep.join([LIBTPU, ROOT]), TPU_SKIP_MDS_QUERY="1")
+  env = dict(os.environ, PYTHONPATH=os.pathsep.join([LIBTPU, ROOT]))
   command = [sys.executable, "-c", code] if code else [sys.executable, "-m", "sam2_jax.aot_compile", *args]
   return subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=env, timeout=900)
 
