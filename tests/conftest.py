@@ -1,20 +1,20 @@
-"""Fixtures shared by test modules, and the suite's split over two pytest-xdist workers."""
+"""Fixtures shared by test modules (and by the suite's pytest-xdist workers)."""
 
+import filelock
 import pytest
 
 
-def pytest_collection_modifyitems(items):
-  """The tests of the shared train run go to one worker (`--dist loadgroup`), which runs it once."""
-  for item in items:
-    if "full_run" in getattr(item, "fixturenames", ()):
-      item.add_marker(pytest.mark.xdist_group("full_run"))
-
-
 @pytest.fixture(scope="session")
-def full_run(tmp_path_factory):
+def full_run(tmp_path_factory, worker_id):
   """A 5-step train.py run of the tiny demo in `{path}/full`, with checkpoints at steps 2, 4 and 5 (and its
-  compilation caches); the tests copy what they change."""
+  compilation caches); the tests copy what they change. One run serves every xdist worker: the first to need
+  it makes it while the others wait."""
   from tests.test_train import _train  # pylint: disable=g-import-not-at-top
-  tmp_path = tmp_path_factory.mktemp("train")
-  _train(tmp_path, tmp_path / "full", 5, "--config.checkpoint_every=2", "--config.keep_checkpoints=5")
-  return tmp_path
+  base = tmp_path_factory.getbasetemp()
+  root = base if worker_id == "master" else base.parent  # the workers' common folder
+  path = root / "train"
+  with filelock.FileLock(str(root / "train.lock")):
+    if not (path / "DONE").exists():
+      _train(path, path / "full", 5, "--config.checkpoint_every=2", "--config.keep_checkpoints=5")
+      (path / "DONE").touch()
+  return path
