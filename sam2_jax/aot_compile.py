@@ -113,5 +113,6 @@ def main() -> None:
     print(error, file=sys.stderr)
     sys.exit(1)
 
+
 if __name__ == "__main__":
   cli.run(main, _CONFIG)
