@@ -1,10 +1,13 @@
 r"""Compile cost of the predictors' programs: StableHLO size, CPU compile time, H100 compile time (no GPU needed).
 
-Two programs, built from abstract shapes (no weights, nothing executed):
+Three programs, built from abstract shapes (no weights, nothing executed):
   * `chunk`: one video propagation chunk, `predictors.video.propagate_chunk` over `--frames` frames for
     `--objects` objects (a scan of the whole tracking step), as `propagate_in_video` calls it;
   * `encoder`: the image predictor's `set_image` program, `predictors.image.embed_images` (Hiera,
-    FPN neck and the high-resolution convolutions) on one image.
+    FPN neck and the high-resolution convolutions) on one image;
+  * `train`: `training.step.train_step` (loss, gradients with remat, the official AdamW of
+    `optimizer.make_optimizer`) on one clip of `--frames` frames and `--train_objects` objects, with the
+    default prompt simulation (7 correction rounds), the state donated as train.py does.
 For each, and for each target, one line gives the StableHLO op count of the lowered module (every
 `stablehlo.*` op of every function, once per function), the time to trace and lower, and the
 time of `Lowered.compile()`:
@@ -44,14 +47,16 @@ from typing import Any, Callable
 from absl import app, flags
 
 _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PROGRAMS = ("chunk", "encoder")
+PROGRAMS = ("chunk", "encoder", "train")
 TARGETS = ("cpu", "h100")
 
 _CONFIG = flags.DEFINE_string("config", "sam2.1_hiera_t", "Model config name.")
 _IMAGE_SIZE = flags.DEFINE_integer("image_size", 1024, "Model input size (multiple of 32).")
 _DTYPE = flags.DEFINE_string("dtype", "bfloat16", "Model compute dtype (float32, bfloat16).")
-_FRAMES = flags.DEFINE_integer("frames", 8, "Frames of the propagation chunk (the predictor's chunk_size).")
+_FRAMES = flags.DEFINE_integer("frames", 8, "Frames of the propagation chunk (the predictor's chunk_size) and of "
+                               "the train step's clip.")
 _OBJECTS = flags.DEFINE_integer("objects", 1, "Objects tracked by the propagation chunk.")
+_TRAIN_OBJECTS = flags.DEFINE_integer("train_objects", 3, "Objects per clip of the train step.")
 _PROGRAMS = flags.DEFINE_list("programs", list(PROGRAMS), f"Programs to measure ({', '.join(PROGRAMS)}).")
 _TARGETS = flags.DEFINE_list("targets", list(TARGETS), f"Compilation targets ({', '.join(TARGETS)}).")
 _TREE = flags.DEFINE_string("tree", _REPO_ROOT, "The copy of the repository to measure (default: this checkout).")
@@ -179,6 +184,10 @@ def measure(target: str) -> None:
         module=SAM2Model(config, None).module, params=abstract(abstract_params(config)),
         images=jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32, sharding=sharding)))
 
+  if "train" in _PROGRAMS.value:
+    config = get_model_config(_CONFIG.value, **overrides)
+    programs["train"] = _train_program(config, abstract)
+
   for name, (fn, known) in programs.items():
     args, kwargs = _call_args(fn, known)
     start = time.perf_counter()
@@ -191,6 +200,26 @@ def measure(target: str) -> None:
     compile_s = time.perf_counter() - start
     print("RESULT " + json.dumps(dict(program=name, target=target, ops=ops, lower_s=lower_s, compile_s=compile_s,
                                       kernels=known["module"].config.get("kernels", "-"))), flush=True)
+
+
+def _train_program(config, abstract: Callable[[Any], Any]) -> tuple[Callable, dict[str, Any]]:
+  """The jitted train step of `config` and its abstract (state, batch)."""
+  import jax
+  import jax.numpy as jnp
+  from sam2_jax.build_sam import abstract_params
+  from sam2_jax.modeling.sam2 import SAM2
+  from sam2_jax.training import optimizer, prompt_simulation, step
+
+  module, params = SAM2(config), abstract_params(config)
+  tx = optimizer.make_optimizer(optimizer.default_config(), params, 1000)
+  prompts = prompt_simulation.default_config()
+  state = jax.eval_shape(lambda p: step.TrainState(step=jnp.zeros((), jnp.int32), params=p, opt_state=tx.init(p),
+                                                   rng=jax.random.key(0)), params)
+  t, o, s = _FRAMES.value, _TRAIN_OBJECTS.value, config.image_size
+  batch = dict(images=jax.ShapeDtypeStruct((1, t, s, s, 3), jnp.uint8),
+               masks=jax.ShapeDtypeStruct((1, t, o, s, s), jnp.bool_), obj_valid=jax.ShapeDtypeStruct((1, o), jnp.bool_))
+  jitted = jax.jit(lambda state, batch: step.train_step(module, tx, state, batch, prompts), donate_argnums=0)
+  return jitted, dict(state=abstract(state), batch=abstract(batch), module=module)
 
 
 def _as_traced_on_target(target: str) -> contextlib.AbstractContextManager:
@@ -216,7 +245,7 @@ def _check_plugin(plugin_dir: str, jax_version: str) -> None:
 
 def _child_command(target: str) -> list[str]:
   flag_values = dict(child=target, config=_CONFIG.value, image_size=_IMAGE_SIZE.value, dtype=_DTYPE.value,
-                     frames=_FRAMES.value, objects=_OBJECTS.value, programs=",".join(_PROGRAMS.value),
+                     frames=_FRAMES.value, objects=_OBJECTS.value, train_objects=_TRAIN_OBJECTS.value, programs=",".join(_PROGRAMS.value),
                      h100_kernels=_H100_KERNELS.value)
   # -P: the script's folder (bench/) stays off sys.path, so that only the measured tree is importable.
   return [sys.executable, "-P", os.path.abspath(__file__)] + [f"--{k}={v}" for k, v in flag_values.items()]
@@ -251,7 +280,8 @@ def check_flags() -> dict[str, str]:
     unknown = [v for v in values if v not in valid]
     if unknown or not values:
       raise ValueError(f"--{name}={','.join(values)}: expected a non-empty list of {', '.join(valid)}.")
-  for name, value in (("frames", _FRAMES.value), ("objects", _OBJECTS.value), ("repeats", _REPEATS.value)):
+  for name, value in (("frames", _FRAMES.value), ("objects", _OBJECTS.value), ("train_objects", _TRAIN_OBJECTS.value),
+                      ("repeats", _REPEATS.value)):
     if value < 1:
       raise ValueError(f"--{name} must be at least 1, got {value}.")
   if _IMAGE_SIZE.value < 64 or _IMAGE_SIZE.value % 32:
@@ -282,7 +312,8 @@ def main(argv):
   from bench import common  # here, not above: the subprocesses import only the measured tree
 
   print(f"{common.cpu_model()}, cpus={os.cpu_count()} | jax {jax.__version__} | {_CONFIG.value} @ {_IMAGE_SIZE.value} "
-        f"{_DTYPE.value}, chunk of {_FRAMES.value} frames x {_OBJECTS.value} object(s) | h100 XLA_FLAGS="
+        f"{_DTYPE.value}, chunk of {_FRAMES.value} frames x {_OBJECTS.value} object(s), train clip of "
+        f"{_FRAMES.value} frames x {_TRAIN_OBJECTS.value} objects | h100 XLA_FLAGS="
         f"{_H100_XLA_FLAGS.value!r} | trees: {', '.join(f'{k}={v}' for k, v in trees.items())}", flush=True)
   results: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
   for repeat in range(_REPEATS.value):

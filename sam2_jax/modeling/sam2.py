@@ -121,7 +121,8 @@ class SAM2(nn.Module):
   def forward_sam_heads(self, backbone_features: jnp.ndarray, point_coords: jnp.ndarray | None,
                         point_labels: jnp.ndarray | None, mask_inputs: jnp.ndarray | None,
                         high_res_features: list[jnp.ndarray], multimask_output: bool | jnp.ndarray,
-                        num_points: jnp.ndarray | None = None, train: bool = False) -> dict[str, jnp.ndarray]:
+                        num_points: jnp.ndarray | None = None, train: bool = False,
+                        use_mask_inputs: jnp.ndarray | None = None) -> dict[str, jnp.ndarray]:
     """Prompt encoder + mask decoder on (memory-conditioned) features (B, h, w, 256): the official
     `_forward_sam_heads`, for inference and training.
 
@@ -131,7 +132,8 @@ class SAM2(nn.Module):
     logits or a mask are resized to the prompt encoder's mask size. `train` is the official training mode: no
     dynamic multimask fallback, `multimask_output` may be traced, and the multimask outputs always hold 3 masks
     (a single-mask output repeated 3 times). Masks of absent objects (object score <= 0) are set to
-    NO_OBJ_SCORE; the object pointer is mixed with `no_obj_ptr` accordingly.
+    NO_OBJ_SCORE; the object pointer is mixed with `no_obj_ptr` accordingly. With `use_mask_inputs` (a traced
+    bool, scalar or (B,)), the mask prompt counts only where it is True (elsewhere: no mask prompt).
     """
     b = backbone_features.shape[0]
     token_mask = None
@@ -153,6 +155,9 @@ class SAM2(nn.Module):
         mask_prompt = resize(mask_prompt, (size, size), antialias=True)
       mask_prompt = jnp.moveaxis(mask_prompt, 1, -1)
     sparse, dense = self.sam_prompt_encoder((point_coords, point_labels), None, mask_prompt)
+    if use_mask_inputs is not None:
+      no_mask = self.sam_prompt_encoder(None, None, None)[1]
+      dense = jnp.where(jnp.reshape(use_mask_inputs, (-1, 1, 1, 1)), dense, no_mask)
     dense_pe = self.sam_prompt_encoder.get_dense_pe()
     if train:
       masks, ious, tokens, object_score_logits = self.sam_mask_decoder.predict_masks(
@@ -192,12 +197,20 @@ class SAM2(nn.Module):
   def use_mask_as_output(self, backbone_features: jnp.ndarray, high_res_features: list[jnp.ndarray],
                          mask_inputs: jnp.ndarray) -> dict[str, jnp.ndarray]:
     """A mask prompt (B, 1, H, W) taken as the output itself (logits +-10); the pointer comes from SAM."""
+    sam_ptr = self.forward_sam_heads(backbone_features, None, None, self.downsample_mask(mask_inputs),
+                                     high_res_features, multimask_output=False)["obj_ptr"]
+    return self.mask_as_output(mask_inputs, sam_ptr)
+
+  def downsample_mask(self, mask_inputs: jnp.ndarray) -> jnp.ndarray:
+    """The mask prompt (B, 1, H, W) of the mask-as-output path, as SAM's mask input (B, 1, H/4, W/4)."""
+    return jnp.moveaxis(self.mask_downsample(jnp.moveaxis(mask_inputs.astype(jnp.float32), 1, -1)), -1, 1)
+
+  def mask_as_output(self, mask_inputs: jnp.ndarray, sam_ptr: jnp.ndarray) -> dict[str, jnp.ndarray]:
+    """The outputs of the mask-as-output path for masks (B, 1, H, W) and SAM's pointer on their downsampled
+    prompt (`downsample_mask`, no points, one mask)."""
     high_res_masks = mask_inputs.astype(jnp.float32) * 20.0 - 10.0
     h, w = high_res_masks.shape[-2:]
     low_res_masks = resize(high_res_masks, (h // 4, w // 4), antialias=True)
-    downsampled = self.mask_downsample(jnp.moveaxis(mask_inputs.astype(jnp.float32), 1, -1))
-    sam_ptr = self.forward_sam_heads(backbone_features, None, None, jnp.moveaxis(downsampled, -1, 1),
-                                     high_res_features, multimask_output=False)["obj_ptr"]
     is_obj_appearing = jnp.any(mask_inputs.reshape(mask_inputs.shape[0], -1) > 0, axis=1)[:, None]
     object_score_logits = 20.0 * is_obj_appearing.astype(jnp.float32) - 10.0
     ious = jnp.ones((mask_inputs.shape[0], 1), jnp.float32)

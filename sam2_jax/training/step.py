@@ -86,19 +86,18 @@ def clip_losses(module: SAM2, batch: dict[str, jax.Array], key: jax.Array, promp
     labels = jnp.where(use_box, labels.at[:, :2].set(box_lbl), labels.at[:, 0].set(click_lbl))
     count = jnp.where(prompted, jnp.where(use_box, 2, 1), 0)
 
-    def sam_heads(coords, labels, count, mask_inputs):
-      return module.forward_sam_heads(pix, coords, labels, mask_inputs, f["high_res_features"],
-                                      use_multimask(module.config, is_init, count), num_points=count, train=True)
-
-    def mask_as_output():
-      o = module.use_mask_as_output(backbone, f["high_res_features"], gt_t[:, None])
-      triple = lambda x: jnp.repeat(x, 3, axis=1)
-      return dict(o, low_res_multimasks=triple(o["low_res_multimasks"]),
-                  high_res_multimasks=triple(o["high_res_multimasks"]), ious=triple(o["ious"]))
-
-    out = jax.lax.cond(
-        is_init & ~plan["use_pt"], mask_as_output,
-        lambda: sam_heads(coords, labels, count, None))
+    # The first SAM pass: the prompted heads, or the pointer of the mask-as-output path (no memory, no points,
+    # the GT mask as SAM's mask input, one mask), in one decoder pass whose inputs select the path.
+    gt_as_output = is_init & ~plan["use_pt"]
+    out = module.forward_sam_heads(
+        jnp.where(gt_as_output, backbone, pix), coords, labels, module.downsample_mask(gt_t[:, None]),
+        f["high_res_features"], ~gt_as_output & use_multimask(module.config, is_init, count), num_points=count,
+        train=True, use_mask_inputs=gt_as_output)
+    mask_out = module.mask_as_output(gt_t[:, None], out["obj_ptr"])
+    triple = lambda x: jnp.repeat(x, 3, axis=1)
+    mask_out = dict(mask_out, low_res_multimasks=triple(mask_out["low_res_multimasks"]),
+                    high_res_multimasks=triple(mask_out["high_res_multimasks"]), ious=triple(mask_out["ious"]))
+    out = jax.tree.map(lambda m, o: jnp.where(gt_as_output, m, o), mask_out, out)
 
     def step_loss(o):
       terms = losses.step_losses(o["high_res_multimasks"], o["ious"], o["object_score_logits"], gt_t, loss_config)
@@ -116,7 +115,9 @@ def clip_losses(module: SAM2, batch: dict[str, jax.Array], key: jax.Array, promp
       pt, lbl = ps.sample_points_from_errors(k_pt, gt_t, pred)
       coords = coords.at[:, count].set(pt)
       labels = labels.at[:, count].set(lbl)
-      new = sam_heads(coords, labels, count + 1, out["low_res_masks"])
+      new = module.forward_sam_heads(pix, coords, labels, out["low_res_masks"], f["high_res_features"],
+                                     use_multimask(module.config, is_init, count + 1), num_points=count + 1,
+                                     train=True)
       frame_sums = jax.tree.map(jnp.add, frame_sums, step_loss(new))
       return ({k: new[k] for k in kept}, coords, labels, count + 1, frame_sums), None
 
