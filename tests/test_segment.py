@@ -32,18 +32,9 @@ def inputs(tmp_path_factory):
   return root
 
 
-@pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory):
-  """A persistent JAX compilation cache shared by the runs, so that only the first compiles the model."""
-  return str(tmp_path_factory.mktemp("jax_cache"))
-
-
-def _segment(*args, cache_dir=None):
-  env = dict(os.environ)
-  if cache_dir:
-    env.update(JAX_COMPILATION_CACHE_DIR=cache_dir, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
-  else:  # runs that stop at an argument check: no restart for huge pages
-    env.update(SAM2_JAX_HUGE_PAGES="0")
+def _segment(*args, model: bool = False):
+  """`segment` in a subprocess; model=False: a run that stops at an argument check (no huge-pages restart)."""
+  env = dict(os.environ) if model else dict(os.environ, SAM2_JAX_HUGE_PAGES="0")
   return subprocess.run([sys.executable, "-m", "sam2_jax.segment", *map(str, args)], capture_output=True,
                         text=True, cwd=ROOT, env=env, timeout=600)
 
@@ -61,10 +52,9 @@ def _mp4_frames(path):
 
 
 @pytest.mark.parametrize("prompt", ["--points=40,38;90,60,0", "--box=20,20,70,60"])
-def test_image(inputs, cache_dir, tmp_path, prompt):
+def test_image(inputs, tmp_path, prompt):
   out = tmp_path / "out"
-  run = _segment(f"--input={inputs / 'image.png'}", prompt, f"--output={out}", "--multimask", *MODEL,
-                 cache_dir=cache_dir)
+  run = _segment(f"--input={inputs / 'image.png'}", prompt, f"--output={out}", "--multimask", *MODEL, model=True)
   assert run.returncode == 0, run.stderr
   assert "random weights" in run.stderr
   assert sorted(os.listdir(out)) == ["mask.png", "overlay.png"]
@@ -73,10 +63,10 @@ def test_image(inputs, cache_dir, tmp_path, prompt):
     assert overlay.mode == "RGB" and overlay.size == (W, H)
 
 
-def test_automatic(inputs, cache_dir, tmp_path):
+def test_automatic(inputs, tmp_path):
   out = tmp_path / "out"
   run = _segment(f"--input={inputs / 'image.png'}", "--automatic", "--points_per_side=4", "--pred_iou_thresh=0",
-                 "--stability_score_thresh=0", f"--output={out}", *MODEL, cache_dir=cache_dir)
+                 "--stability_score_thresh=0", f"--output={out}", *MODEL, model=True)
   assert run.returncode == 0, run.stderr
   with open(out / "masks.json") as f:
     records = json.load(f)
@@ -96,10 +86,9 @@ def test_automatic(inputs, cache_dir, tmp_path):
 
 @pytest.mark.parametrize("video, prompt, frame", [("frames", "--points=40,38;60,50,1", 1),
                                                   ("video.mp4", "--box=20,20,70,60", 0)])
-def test_video(inputs, cache_dir, tmp_path, video, prompt, frame):
+def test_video(inputs, tmp_path, video, prompt, frame):
   out = tmp_path / "out"
-  run = _segment(f"--input={inputs / video}", prompt, f"--frame={frame}", f"--output={out}", *MODEL,
-                 cache_dir=cache_dir)
+  run = _segment(f"--input={inputs / video}", prompt, f"--frame={frame}", f"--output={out}", *MODEL, model=True)
   assert run.returncode == 0, run.stderr
   assert sorted(os.listdir(out)) == ["00000.png", "00001.png", "00002.png", "overlay.mp4"]
   for t in range(3):
