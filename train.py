@@ -26,7 +26,6 @@ import time
 
 from absl import app
 from absl import flags
-import ml_collections
 from ml_collections import config_flags
 import tqdm
 
@@ -59,24 +58,6 @@ def prepare_synthetic(config, data_dir: str) -> None:
   config.eval_data = os.path.join(data_dir, "vos_eval")
 
 
-def check_config(config: ml_collections.ConfigDict) -> ml_collections.FrozenConfigDict:
-  """The model config of a training config; ValueError for the errors that would otherwise surface only after
-  generating data or compiling."""
-  from sam2_jax.build_sam import find_sam2_jax_checkpoint, get_model_config  # pylint: disable=g-import-not-at-top
-  for name in ("num_steps", "log_every", "checkpoint_every", "keep_checkpoints"):
-    if config[name] <= 0:
-      raise ValueError(f"config.{name} must be positive, got {config[name]}.")
-  if config.eval_every < 0:
-    raise ValueError(f"config.eval_every must be >= 0 (0: no evaluation), got {config.eval_every}.")
-  model_config = get_model_config(config.model_name, **config.model_overrides.to_dict())
-  if config.data.resolution != model_config.image_size:
-    raise ValueError(f"config.data.resolution ({config.data.resolution}) must equal the model's image_size "
-                     f"({model_config.image_size}).")
-  if config.init_checkpoint:
-    find_sam2_jax_checkpoint(config.init_checkpoint)  # raises when it does not exist or holds no model
-  return model_config
-
-
 def main(argv):
   del argv
   cli.quiet_library_logs()
@@ -84,6 +65,7 @@ def main(argv):
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+  from sam2_jax import build_sam  # pylint: disable=g-import-not-at-top
   from sam2_jax.build_sam import SAM2Model, build_sam2, init_params  # pylint: disable=g-import-not-at-top
   from sam2_jax.data import pipeline  # pylint: disable=g-import-not-at-top
   from sam2_jax.evaluation import io as vos_io  # pylint: disable=g-import-not-at-top
@@ -95,7 +77,9 @@ def main(argv):
   # Bad input (config, workdir, data, a checkpoint of another config) fails here, before generating data or
   # compiling anything.
   try:
-    model_config = check_config(config)
+    model_config = step.model_config(config)
+    if config.init_checkpoint:
+      build_sam.find_sam2_jax_checkpoint(config.init_checkpoint)  # raises when it does not exist or holds no model
     workdir = os.path.abspath(_WORKDIR.value)
     cli.make_output_dir(workdir, "workdir")
     if config.compilation_cache_dir:  # the config's directory wins over JAX_COMPILATION_CACHE_DIR

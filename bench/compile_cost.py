@@ -217,7 +217,8 @@ def _train_program(config, abstract: Callable[[Any], Any]) -> tuple[Callable, di
                                                    rng=jax.random.key(0)), params)
   t, o, s = _FRAMES.value, _TRAIN_OBJECTS.value, config.image_size
   batch = dict(images=jax.ShapeDtypeStruct((1, t, s, s, 3), jnp.uint8),
-               masks=jax.ShapeDtypeStruct((1, t, o, s, s), jnp.bool_), obj_valid=jax.ShapeDtypeStruct((1, o), jnp.bool_))
+               masks=jax.ShapeDtypeStruct((1, t, o, s, s), jnp.bool_),
+               obj_valid=jax.ShapeDtypeStruct((1, o), jnp.bool_))
   jitted = jax.jit(lambda state, batch: step.train_step(module, tx, state, batch, prompts), donate_argnums=0)
   return jitted, dict(state=abstract(state), batch=abstract(batch), module=module)
 
@@ -245,8 +246,8 @@ def _check_plugin(plugin_dir: str, jax_version: str) -> None:
 
 def _child_command(target: str) -> list[str]:
   flag_values = dict(child=target, config=_CONFIG.value, image_size=_IMAGE_SIZE.value, dtype=_DTYPE.value,
-                     frames=_FRAMES.value, objects=_OBJECTS.value, train_objects=_TRAIN_OBJECTS.value, programs=",".join(_PROGRAMS.value),
-                     h100_kernels=_H100_KERNELS.value)
+                     frames=_FRAMES.value, objects=_OBJECTS.value, train_objects=_TRAIN_OBJECTS.value,
+                     programs=",".join(_PROGRAMS.value), h100_kernels=_H100_KERNELS.value)
   # -P: the script's folder (bench/) stays off sys.path, so that only the measured tree is importable.
   return [sys.executable, "-P", os.path.abspath(__file__)] + [f"--{k}={v}" for k, v in flag_values.items()]
 

@@ -78,18 +78,12 @@ def fit_report(topology: str, num_devices: int, compile_s: float, peak_bytes: in
 def main() -> None:
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from sam2_jax.build_sam import get_model_config  # pylint: disable=g-import-not-at-top
   from sam2_jax.data import pipeline  # pylint: disable=g-import-not-at-top
   from sam2_jax.training import sharding, step  # pylint: disable=g-import-not-at-top
 
   config, topology = _CONFIG.value, _TOPOLOGY.value
-  overrides = config.model_overrides.to_dict()
-  if overrides.get("kernels", "auto") == "auto":
-    overrides["kernels"] = "xla"
-  model_config = get_model_config(config.model_name, **overrides)
-  if config.data.resolution != model_config.image_size:
-    raise ValueError(f"config.data.resolution ({config.data.resolution}) must equal the model's image_size "
-                     f"({model_config.image_size}).")
+  kernels = config.model_overrides.get("kernels", "auto")
+  model_config = step.model_config(config, kernels="xla" if kernels == "auto" else kernels)
   devices = topology_devices(topology)
   mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp, devices)
   prog = step.program(config, model_config, mesh)

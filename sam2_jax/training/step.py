@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from sam2_jax.build_sam import init_params
+from sam2_jax.build_sam import get_model_config, init_params
 from sam2_jax.modeling import track
 from sam2_jax.modeling.memory_bank import MemoryBank
 from sam2_jax.modeling.sam2 import SAM2, use_multimask
@@ -175,6 +175,26 @@ def from_config(module: SAM2, config: ml_collections.ConfigDict, params: Params)
   tx = optimizer.make_optimizer(config.optimizer, params, config.num_steps, config.freeze_image_encoder)
   return tx, functools.partial(train_step, module, tx, prompts=config.prompts,
                                freeze_image_encoder=config.freeze_image_encoder, remat=config.remat)
+
+
+def model_config(config: ml_collections.ConfigDict, kernels: str | None = None) -> ml_collections.FrozenConfigDict:
+  """The model config of a training config (`configs/train.py`), its kernel set replaced by `kernels` if given.
+
+  Raises ValueError for the errors that would otherwise surface only after generating data or compiling.
+  """
+  for name in ("num_steps", "log_every", "checkpoint_every", "keep_checkpoints"):
+    if config[name] <= 0:
+      raise ValueError(f"config.{name} must be positive, got {config[name]}.")
+  if config.eval_every < 0:
+    raise ValueError(f"config.eval_every must be >= 0 (0: no evaluation), got {config.eval_every}.")
+  overrides = config.model_overrides.to_dict()
+  if kernels is not None:
+    overrides["kernels"] = kernels
+  result = get_model_config(config.model_name, **overrides)
+  if config.data.resolution != result.image_size:
+    raise ValueError(f"config.data.resolution ({config.data.resolution}) must equal the model's image_size "
+                     f"({result.image_size}).")
+  return result
 
 
 @dataclasses.dataclass(frozen=True)
