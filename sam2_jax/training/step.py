@@ -20,7 +20,7 @@ import optax
 from sam2_jax.build_sam import get_model_config, init_params
 from sam2_jax.modeling import track
 from sam2_jax.modeling.memory_bank import MemoryBank
-from sam2_jax.modeling.sam2 import SAM2, use_multimask
+from sam2_jax.modeling.sam2 import HIDDEN_DIM, SAM2, use_multimask
 from sam2_jax.predictors import transforms
 from sam2_jax.training import losses
 from sam2_jax.training import optimizer
@@ -86,46 +86,52 @@ def clip_losses(module: SAM2, batch: dict[str, jax.Array], key: jax.Array, promp
     labels = jnp.where(use_box, labels.at[:, :2].set(box_lbl), labels.at[:, 0].set(click_lbl))
     count = jnp.where(prompted, jnp.where(use_box, 2, 1), 0)
 
-    # The first SAM pass: the prompted heads, or the pointer of the mask-as-output path (no memory, no points,
-    # the GT mask as SAM's mask input, one mask), in one decoder pass whose inputs select the path.
-    gt_as_output = is_init & ~plan["use_pt"]
-    out = module.forward_sam_heads(
-        jnp.where(gt_as_output, backbone, pix), coords, labels, module.downsample_mask(gt_t[:, None]),
-        f["high_res_features"], ~gt_as_output & use_multimask(module.config, is_init, count), num_points=count,
-        train=True, use_mask_inputs=gt_as_output)
-    mask_out = module.mask_as_output(gt_t[:, None], out["obj_ptr"])
-    triple = lambda x: jnp.repeat(x, 3, axis=1)
-    mask_out = dict(mask_out, low_res_multimasks=triple(mask_out["low_res_multimasks"]),
-                    high_res_multimasks=triple(mask_out["high_res_multimasks"]), ious=triple(mask_out["ious"]))
-    out = jax.tree.map(lambda m, o: jnp.where(gt_as_output, m, o), mask_out, out)
-
     def step_loss(o):
       terms = losses.step_losses(o["high_res_multimasks"], o["ious"], o["object_score_logits"], gt_t, loss_config)
       return {k: jnp.sum(v * valid) for k, v in terms.items()}
 
-    kept = ("low_res_masks", "high_res_masks", "obj_ptr", "object_score_logits")
-    out, frame_sums = {k: out[k] for k in kept}, step_loss(out)
+    # The SAM passes of the frame, one decoder for all. Round 0 is the first prompt: the prompted heads, or the
+    # mask-as-output path (no memory, no points, the GT mask as SAM's mask input, one mask; the output is the GT
+    # mask, the pointer this pass's). Rounds 1..K run on the frames to correct: a click from each object's error
+    # region, the previous logits as the mask prompt.
+    gt_as_output = is_init & ~plan["use_pt"]
+    gt_mask_prompt = module.downsample_mask(gt_t[:, None])
+    triple = lambda x: jnp.repeat(x, 3, axis=1)
 
-    # Correction rounds: a click from each object's error region, the previous logits as mask prompt.
-    def correction_round(args, round_key):
-      out, coords, labels, count, frame_sums = args
-      k_gt, k_pt = jax.random.split(round_key)
-      from_gt = jax.random.uniform(k_gt) < prompts.prob_to_sample_from_gt
-      pred = jnp.where(from_gt, False, out["high_res_masks"][:, 0] > 0)
-      pt, lbl = ps.sample_points_from_errors(k_pt, gt_t, pred)
-      coords = coords.at[:, count].set(pt)
-      labels = labels.at[:, count].set(lbl)
-      new = module.forward_sam_heads(pix, coords, labels, out["low_res_masks"], f["high_res_features"],
-                                     use_multimask(module.config, is_init, count + 1), num_points=count + 1,
-                                     train=True)
-      frame_sums = jax.tree.map(jnp.add, frame_sums, step_loss(new))
-      return ({k: new[k] for k in kept}, coords, labels, count + 1, frame_sums), None
+    def sam_round(carry, xs):
+      first, round_key = xs
 
-    def corrections(args):
-      return jax.lax.scan(correction_round, args, jax.random.split(k_corr, prompts.num_correction_pt_per_frame))[0]
+      def run(carry):
+        out, coords, labels, count, frame_sums = carry
+        k_gt, k_pt = jax.random.split(round_key)
+        from_gt = jax.random.uniform(k_gt) < prompts.prob_to_sample_from_gt
+        pred = jnp.where(from_gt, False, out["high_res_masks"][:, 0] > 0)
+        pt, lbl = ps.sample_points_from_errors(k_pt, gt_t, pred)
+        coords = jnp.where(first, coords, coords.at[:, count].set(pt))
+        labels = jnp.where(first, labels, labels.at[:, count].set(lbl))
+        count = jnp.where(first, count, count + 1)
+        as_output = first & gt_as_output
+        new = module.forward_sam_heads(
+            jnp.where(as_output, backbone, pix), coords, labels,
+            jnp.where(first, gt_mask_prompt, out["low_res_masks"]), f["high_res_features"],
+            ~as_output & use_multimask(module.config, is_init, count), num_points=count, train=True,
+            use_mask_inputs=~first | gt_as_output)
+        mask_out = module.mask_as_output(gt_t[:, None], new["obj_ptr"])
+        mask_out = dict(mask_out, low_res_multimasks=triple(mask_out["low_res_multimasks"]),
+                        high_res_multimasks=triple(mask_out["high_res_multimasks"]), ious=triple(mask_out["ious"]))
+        new = jax.tree.map(lambda m, o: jnp.where(as_output, m, o), mask_out, new)
+        frame_sums = jax.tree.map(jnp.add, frame_sums, step_loss(new))
+        return {k: new[k].astype(v.dtype) for k, v in out.items()}, coords, labels, count, frame_sums
 
-    out, coords, labels, count, frame_sums = jax.lax.cond(
-        correct, corrections, lambda a: a, (out, coords, labels, count, frame_sums))
+      return jax.lax.cond(first | correct, run, lambda c: c, carry), None
+
+    s4 = gt_mask_prompt.shape[-1]
+    no_output = dict(low_res_masks=jnp.zeros((n, 1, s4, s4)), high_res_masks=jnp.zeros((n, 1, s, s)),
+                     obj_ptr=jnp.zeros((n, HIDDEN_DIM)), object_score_logits=jnp.zeros((n, 1)))
+    rounds = prompts.num_correction_pt_per_frame
+    round_keys = jnp.concatenate([k_corr[None], jax.random.split(k_corr, rounds)])
+    out, _, _, _, frame_sums = jax.lax.scan(
+        sam_round, (no_output, coords, labels, count, zero), (jnp.arange(rounds + 1) == 0, round_keys))[0]
     as_cond = is_init | (prompts.add_all_frames_to_correct_as_cond & correct)
     bank = track.remember(module, bank, backbone, out["high_res_masks"], out["object_score_logits"], out["obj_ptr"],
                           frame, as_cond, jnp.minimum(num_cond_used, num_cond - 1))
