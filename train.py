@@ -65,8 +65,8 @@ def main(argv):
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
-  from sam2_jax import build_sam  # pylint: disable=g-import-not-at-top
-  from sam2_jax.build_sam import SAM2Model, build_sam2, init_params  # pylint: disable=g-import-not-at-top
+  from sam2_jax.build_sam import (  # pylint: disable=g-import-not-at-top
+      SAM2Model, build_sam2, find_sam2_jax_checkpoint, init_params)
   from sam2_jax.data import pipeline  # pylint: disable=g-import-not-at-top
   from sam2_jax.evaluation import io as vos_io  # pylint: disable=g-import-not-at-top
   from sam2_jax.evaluation import vos_inference  # pylint: disable=g-import-not-at-top
@@ -79,7 +79,7 @@ def main(argv):
   try:
     model_config = step.model_config(config)
     if config.init_checkpoint:
-      build_sam.find_sam2_jax_checkpoint(config.init_checkpoint)  # raises when it does not exist or holds no model
+      find_sam2_jax_checkpoint(config.init_checkpoint)  # raises when it does not exist or holds no model
     workdir = os.path.abspath(_WORKDIR.value)
     cli.make_output_dir(workdir, "workdir")
     if config.compilation_cache_dir:  # the config's directory wins over JAX_COMPILATION_CACHE_DIR
