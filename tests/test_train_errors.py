@@ -59,6 +59,23 @@ def test_bad_image_size_fails_before_generating_data(tmp_path):
   assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("case", ["missing", "empty_folder", "steps", "resolution"])
+def test_bad_config_fails_before_anything_is_written(tmp_path, case):
+  (tmp_path / "empty").mkdir()
+  args, expected = {
+      "missing": (f"--config.init_checkpoint={tmp_path / 'nope.pt'}",
+                  f"error: Checkpoint {str(tmp_path / 'nope.pt')!r} does not exist."),
+      "empty_folder": (f"--config.init_checkpoint={tmp_path / 'empty'}",
+                       f"error: Checkpoint folder {str(tmp_path / 'empty')!r} holds no model: expected a sam2_jax "
+                       "model checkpoint"),
+      "steps": ("--config.num_steps=0", "error: config.num_steps must be positive, got 0."),
+      "resolution": ("--config.data.resolution=256",
+                     "error: config.data.resolution (256) must equal the model's image_size (128)."),
+  }[case]
+  assert _error(_train(tmp_path, tmp_path / "run", args)).startswith(expected)
+  assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.parametrize("case", ["no_records", "no_files"])
 def test_empty_data_source(tmp_path, case):
   empty = tmp_path / "sa1b-0.array_record"
