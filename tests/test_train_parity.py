@@ -7,8 +7,12 @@ In each plan the first frame is the only initial conditioning frame and the othe
 - `click_then_gt`: one click, then 2 correction clicks sampled from the ground truth alone.
 The official plan is made deterministic by its probabilities (0 or 1), and its point samplers are replaced by
 ours, called with the keys our step derives from its key, so that both sides click the same pixels. Drop path
-and dropout are off.
+and dropout are off. The plans differ only in their probabilities, which our step receives as traced arguments:
+the three plans run one compiled program.
 """
+
+import functools
+import types
 
 import jax
 import jax.numpy as jnp
@@ -25,8 +29,11 @@ from sam2_jax.training import prompt_simulation as ps
 
 SIZE, FRAMES, OBJECTS, ROUNDS = 64, 3, 2, 2
 KEY = jax.random.key(0)
-PLANS = {  # our prompt config; the official SAM2Train fields are the same names with `_for_train`
-    "mask": dict(prob_to_use_pt_input=0.0),
+# Our prompt config; the official SAM2Train fields are the same names with `_for_train`.
+COMMON_PLAN = dict(num_init_cond_frames=1, rand_init_cond_frames=False, num_frames_to_correct=1,
+                   rand_frames_to_correct=False, num_correction_pt_per_frame=ROUNDS)
+PLANS = {
+    "mask": dict(prob_to_use_pt_input=0.0, prob_to_use_box_input=0.0, prob_to_sample_from_gt=0.0),
     "box_then_errors": dict(prob_to_use_pt_input=1.0, prob_to_use_box_input=1.0, prob_to_sample_from_gt=0.0),
     "click_then_gt": dict(prob_to_use_pt_input=1.0, prob_to_use_box_input=0.0, prob_to_sample_from_gt=1.0),
 }
@@ -58,14 +65,34 @@ class OurSamplers:
             oracle.torch.from_numpy(np.asarray(labels)[:, None]).int())
 
 
+def _model_overrides() -> dict:
+  """The demo model at SIZE, without dropout."""
+  overrides = dict(get_config("demo").model_overrides.to_dict(), image_size=SIZE)
+  overrides["memory_attention"] = dict(overrides["memory_attention"], dropout=0.0)
+  return overrides
+
+
+@functools.cache
+def _our_loss_and_grads():
+  """Our (loss, metrics) and gradients of `step.clip_losses`: (params, batch, plan probabilities) -> ..., jitted."""
+  demo = get_config("demo")
+  module = SAM2(get_model_config(demo.model_name, **_model_overrides()))
+  fixed = demo.prompts.to_dict() | COMMON_PLAN
+
+  def loss(params, batch, probabilities):
+    prompts = types.SimpleNamespace(**(fixed | probabilities))
+    return module.apply({"params": params}, batch, KEY, prompts, method=step.clip_losses,
+                        rngs={"dropout": jax.random.key(1)})
+
+  return jax.jit(jax.value_and_grad(loss, has_aux=True))
+
+
 @pytest.fixture(scope="module", params=list(PLANS))
 def both(request, monkeypatch_module):
   """(official loss terms, official gradients as our tree, our metrics, our gradients) for one plan."""
-  plan = dict(num_init_cond_frames=1, rand_init_cond_frames=False, num_frames_to_correct=1,
-              rand_frames_to_correct=False, num_correction_pt_per_frame=ROUNDS, **PLANS[request.param])
+  plan = dict(COMMON_PLAN, **PLANS[request.param])
   demo = get_config("demo")
-  overrides = dict(demo.model_overrides.to_dict(), image_size=SIZE)
-  overrides["memory_attention"] = dict(overrides["memory_attention"], dropout=0.0)
+  overrides = _model_overrides()
   config = get_model_config(demo.model_name, **overrides)
   oracle.torch.manual_seed(0)
   official = official_training.build_official_train(
@@ -99,15 +126,8 @@ def both(request, monkeypatch_module):
       | {k: np.zeros_like(v.numpy()) for k, v in official.named_buffers() if k in state_dict},
       abstract_params(config))
 
-  prompts = demo.prompts.copy_and_resolve_references()
-  prompts.update(plan)
-  module = SAM2(config)
-
-  def loss(p):
-    return module.apply({"params": p}, batch, KEY, prompts, method=step.clip_losses,
-                        rngs={"dropout": jax.random.key(1)})
-
-  (_, metrics), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(params)
+  probabilities = {k: np.float32(v) for k, v in PLANS[request.param].items()}
+  (_, metrics), grads = _our_loss_and_grads()(params, batch, probabilities)
   return ({k: float(v.detach()) for k, v in official_terms.items()}, official_grads,
           {k: float(v) for k, v in metrics.items()}, grads)
 
