@@ -33,3 +33,30 @@ def test_init_matches_official_distributions(name):
       assert abs(o.mean() - t.mean()) < 0.35 * t.std(), (key, o.mean(), t.mean())
       compared += 1
   assert compared > 100
+
+
+def test_grouped_draws_are_each_tensors_own():
+  """Tensors drawn together (same distribution and size) get the values of one draw each with their own key."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from sam2_jax.modeling.initialization import torch_default_init  # pylint: disable=g-import-not-at-top
+  params = {"a": {"kernel": jnp.zeros((4, 3)), "bias": jnp.zeros(3)},  # a's kernel and c's: size 12
+            "b": {"kernel": jnp.zeros((3, 3, 3)), "bias": jnp.zeros(3)},  # a's bias and b's: other bounds
+            "c": {"kernel": jnp.zeros((3, 4)), "bias": jnp.zeros(4)},
+            "e": {"embedding": jnp.zeros((5, 3))}, "n": {"scale": jnp.ones(3)}}
+  key = jax.random.key(7)
+  paths = sorted([("a", "bias"), ("a", "kernel"), ("b", "bias"), ("b", "kernel"), ("c", "bias"), ("c", "kernel"),
+                  ("e", "embedding"), ("n", "scale")])
+  keys = dict(zip(paths, jax.random.split(key, len(paths))))
+  bounds = {"a": 1 / np.sqrt(4), "b": 1 / np.sqrt(9), "c": 1 / np.sqrt(3)}
+  got = jax.jit(torch_default_init)(params, key)
+  for (module, name), k in keys.items():
+    value = got[module][name]
+    if name == "embedding":
+      expected = jax.random.normal(k, (5, 3))
+    elif name == "scale":
+      expected = params[module][name]
+    else:
+      b = np.float32(bounds[module])
+      expected = jax.random.uniform(k, params[module][name].shape, jnp.float32, -b, b)
+    np.testing.assert_array_equal(value, expected, err_msg=f"{module}/{name}")

@@ -9,9 +9,11 @@ sensitive to that. In the Flax layout every kernel's fan_in is the product of al
 dimension, convolutions and transposed convolutions included.
 """
 
+import collections
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
@@ -19,17 +21,32 @@ Params = Any
 
 
 def torch_default_init(params: Params, key: jax.Array) -> Params:
-  """`params` (e.g. from `SAM2.init`) with kernels, their biases and embeddings drawn as PyTorch does."""
+  """`params` (e.g. from `SAM2.init`) with kernels, their biases and embeddings drawn as PyTorch does.
+
+  Each tensor gets its own key (one of `len(params)` split from `key`, by sorted path). Tensors of the same
+  distribution and size are drawn by one vmapped call over their keys, which gives each the values of its own
+  call (threefry's bits are a function of the key and the element's flat index) in a program with one draw per
+  group: on the CPU each draw costs a fraction of a second of compile time, and there are hundreds of tensors.
+  """
   flat = traverse_util.flatten_dict(params)
   keys = dict(zip(sorted(flat), jax.random.split(key, len(flat))))
+  groups = collections.defaultdict(list)  # (distribution, size, dtype) -> [(path, uniform bound)]
   out = {}
   for path, value in flat.items():
     kernel = flat.get(path[:-1] + ("kernel",))
     if path[-1] in ("kernel", "bias") and kernel is not None:
-      bound = 1.0 / np.sqrt(np.prod(kernel.shape[:-1]))
-      out[path] = jax.random.uniform(keys[path], value.shape, value.dtype, -bound, bound)
+      groups["uniform", value.size, value.dtype].append((path, 1.0 / np.sqrt(np.prod(kernel.shape[:-1]))))
     elif path[-1] == "embedding":
-      out[path] = jax.random.normal(keys[path], value.shape, value.dtype)
+      groups["normal", value.size, value.dtype].append((path, None))
     else:
       out[path] = value
+  for (distribution, size, dtype), members in groups.items():
+    group_keys = jnp.stack([keys[path] for path, _ in members])
+    if distribution == "uniform":
+      bounds = jnp.asarray([bound for _, bound in members], dtype)
+      draws = jax.vmap(lambda k, b: jax.random.uniform(k, (size,), dtype, -b, b))(group_keys, bounds)  # pylint: disable=cell-var-from-loop
+    else:
+      draws = jax.vmap(lambda k: jax.random.normal(k, (size,), dtype))(group_keys)  # pylint: disable=cell-var-from-loop
+    for (path, _), draw in zip(members, draws):
+      out[path] = draw.reshape(flat[path].shape)
   return traverse_util.unflatten_dict(out)
