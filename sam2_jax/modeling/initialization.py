@@ -10,6 +10,7 @@ dimension, convolutions and transposed convolutions included.
 """
 
 import collections
+import functools
 from typing import Any
 
 import jax
@@ -44,9 +45,13 @@ def torch_default_init(params: Params, key: jax.Array) -> Params:
     group_keys = jnp.stack([keys[path] for path, _ in members])
     if distribution == "uniform":
       bounds = jnp.asarray([bound for _, bound in members], dtype)
-      draws = jax.vmap(lambda k, b: jax.random.uniform(k, (size,), dtype, -b, b))(group_keys, bounds)  # pylint: disable=cell-var-from-loop
+      draws = jax.vmap(functools.partial(_uniform, shape=(size,), dtype=dtype))(group_keys, bounds)
     else:
-      draws = jax.vmap(lambda k: jax.random.normal(k, (size,), dtype))(group_keys)  # pylint: disable=cell-var-from-loop
+      draws = jax.vmap(functools.partial(jax.random.normal, shape=(size,), dtype=dtype))(group_keys)
     for (path, _), draw in zip(members, draws):
       out[path] = draw.reshape(flat[path].shape)
   return traverse_util.unflatten_dict(out)
+
+
+def _uniform(key: jax.Array, bound: jax.Array, shape: tuple[int, ...], dtype) -> jax.Array:
+  return jax.random.uniform(key, shape, dtype, -bound, bound)
