@@ -49,15 +49,21 @@ interactive_video_summary.json (with the annotation time after k frames) and int
 import os
 import sys
 
+from sam2_jax import huge_pages
+
+if __name__ == "__main__":
+  huge_pages.restart_with_huge_pages()  # first, so that a restart repeats none of the imports below
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
 from absl import flags
 
 from sam2_jax import cli
-from sam2_jax import huge_pages
 from sam2_jax.evaluation import image_inference
 from sam2_jax.evaluation import interactive_video
 from sam2_jax.evaluation import io as vos_io
 from sam2_jax.evaluation import vos_inference
 from sam2_jax.evaluation import vos_metrics
+# pylint: enable=g-import-not-at-top,wrong-import-position
 
 flags.DEFINE_enum("task", "video", ["video", "image", "interactive_video"], "video: VOS (J&F); image: interactive "
                   "clicks and boxes (mIoU); interactive_video: the SAM 2 paper's offline and online clicks (J&F).")
@@ -205,5 +211,4 @@ def main():
 
 
 if __name__ == "__main__":
-  huge_pages.restart_with_huge_pages()
   cli.run(main)

@@ -24,14 +24,20 @@ import os
 import sys
 import time
 
+from sam2_jax import huge_pages
+
+if __name__ == "__main__":
+  huge_pages.restart_with_huge_pages()  # first, so that a restart repeats none of the imports below
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
 from absl import app
 from absl import flags
 from ml_collections import config_flags
 import tqdm
 
 from sam2_jax import cli
-from sam2_jax import huge_pages
-from sam2_jax.training import sharding  # first: multi-host initialisation precedes any JAX call
+from sam2_jax.training import sharding  # before JAX is used: multi-host initialisation precedes any JAX call
+# pylint: enable=g-import-not-at-top,wrong-import-position
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Training config, e.g. configs/train.py:demo.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints, logs and generated data go here.")
@@ -207,6 +213,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  huge_pages.restart_with_huge_pages()
   flags.mark_flags_as_required(["config", "workdir"])
   app.run(main, flags_parser=lambda argv: cli.parse_config_flags(argv, _CONFIG))

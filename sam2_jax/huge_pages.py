@@ -39,8 +39,9 @@ def restart_command() -> tuple[list[str], dict[str, str]] | None:
 def restart_with_huge_pages() -> None:
   """Replaces this process by the same command with glibc asking for huge pages (see the module doc).
 
-  Call it first in a script's `__main__` block, before any work; it returns only where no restart
-  is needed.
+  Call it first in a command-line program, under `if __name__ == "__main__":` and before the program's
+  heavy imports (JAX and what imports it), which a restart would otherwise do twice; it returns only
+  where no restart is needed.
   """
   command = restart_command()
   if command is not None:

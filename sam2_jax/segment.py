@@ -25,6 +25,12 @@ import os
 import sys
 from typing import Any, Iterator
 
+from sam2_jax import huge_pages
+
+if __name__ == "__main__":
+  huge_pages.restart_with_huge_pages()  # first, so that a restart repeats none of the imports below
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np
 from absl import flags
 from PIL import Image
@@ -32,13 +38,13 @@ from PIL import Image
 from sam2_jax import (SAM2AutomaticMaskGenerator, SAM2ImagePredictor, build_sam2, build_sam2_camera_predictor,
                       build_sam2_video_predictor)
 from sam2_jax import cli
-from sam2_jax import huge_pages
 from sam2_jax.build_sam import find_sam2_jax_checkpoint
 from sam2_jax.evaluation import io as vos_io
 from sam2_jax.evaluation import visualize
 from sam2_jax.modeling.sam2 import resize
 from sam2_jax.predictors.transforms import check_boxes
 from sam2_jax.predictors.video_frames import VIDEO_EXTENSIONS, decode_video, iter_video, list_jpeg_frames, write_mp4
+# pylint: enable=g-import-not-at-top,wrong-import-position
 
 DEFAULT_CONFIG = "sam2.1_hiera_t"
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
@@ -379,6 +385,5 @@ def main():
 
 
 if __name__ == "__main__":
-  huge_pages.restart_with_huge_pages()
   define_flags()
   cli.run(main)

@@ -66,3 +66,16 @@ def test_process_restarts_once_with_the_tunable():
     assert lines == ["start", f"start {huge_pages.TUNABLE}", f"running {huge_pages.TUNABLE}"]
   else:
     assert lines == ["start", "running"]
+
+
+@pytest.mark.parametrize("command", [["-m", "sam2_jax.segment"], ["eval.py"], ["train.py"]])
+def test_command_line_programs_restart_before_importing_jax(command):
+  """A restart repeats only the light imports before it: JAX is imported once per command, restarted or not."""
+  env = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", huge_pages.OPT_OUT)}
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  run = subprocess.run([sys.executable, "-X", "importtime", *command, "--help"], capture_output=True, text=True,
+                       env=env, cwd=root)
+  imported = [line.rsplit("|", 1)[-1].strip() for line in run.stderr.splitlines() if line.startswith("import time:")]
+  restarted = sys.platform.startswith("linux") and _thp_madvise()
+  assert imported.count("sam2_jax.huge_pages") == (2 if restarted else 1), run.stderr[-3000:]
+  assert imported.count("jax") == 1, run.stderr[-3000:]
