@@ -1,10 +1,10 @@
 """Preemption, with real signals to a train.py subprocess: SIGTERM saves the step in progress and exits 0 (a second
-SIGTERM during that save changes nothing); SIGKILL during an Orbax write leaves the previous checkpoint; after
-either, the resumed run logs the uninterrupted run's metrics. In a multi-process run, every process stops at the
-same step.
+SIGTERM during that save changes nothing); SIGKILL during an Orbax write leaves the previous checkpoint; resumed
+after both, the run logs the uninterrupted run's metrics. In a multi-process run, every process stops at the same
+step.
 
-The interrupted runs start from the shared full run's step 2: a train.py process spends most of its time here
-tracing (and loading from the compilation cache) its train step."""
+The interrupted run starts from the shared full run's step 2, and one run takes both signals: a train.py process
+spends most of its time here tracing (and loading from the compilation cache) its train step."""
 
 import os
 import re
@@ -80,46 +80,42 @@ def _assert_logged_as_uninterrupted(full_run, workdir, first_step: int = 1) -> N
     assert g == w
 
 
-def test_sigterm_saves_the_step_in_progress_and_resumes_exactly(full_run):
-  workdir = full_run / "sigterm"
+def test_sigterm_then_sigkill_mid_write_then_resume_is_exact(full_run):
+  """One run from the full run's step 2, stopped twice: SIGTERM saves the step in progress and exits 0 (a second
+  SIGTERM during that save changes nothing); resumed, SIGKILL in the middle of a checkpoint write leaves the one
+  before; resumed again, it logs the uninterrupted run's metrics."""
+  workdir = full_run / "preempted"
   _resumable_copy(full_run, workdir, (2,))
   os.remove(workdir / "metrics.jsonl")  # so that it holds this run's lines only
+
   proc = _start(full_run, workdir, "--config.checkpoint_every=100")  # no periodic checkpoint before the last step
   _wait_until(lambda: _complete_lines(workdir) >= 1, proc)
   proc.send_signal(signal.SIGTERM)
-  # A second SIGTERM while the checkpoint the first one asked for is being written.
-  written = _stop_mid_write(proc, workdir)
+  written = _stop_mid_write(proc, workdir)  # a second SIGTERM while the checkpoint the first asked for is written
   proc.send_signal(signal.SIGTERM)
   os.kill(proc.pid, signal.SIGCONT)
   assert proc.wait() == 0, _stderr(workdir)[-4000:]
   stderr = _stderr(workdir)
   stops = re.findall(r"^train: SIGTERM at step (\d+): checkpoint saved, exiting$", stderr, re.M)
   assert len(stops) == 1 and "Traceback" not in stderr, stderr[-4000:]
-  step = int(stops[0])
-  assert written == step < NUM_STEPS
-  assert _checkpoints(workdir) == ["2", str(step)]  # the step's checkpoint is complete (renamed into place)
-  assert max(r["step"] for r in _logged(workdir)) == step
+  saved = int(stops[0])
+  assert written == saved < NUM_STEPS
+  assert _checkpoints(workdir) == ["2", str(saved)]  # the step's checkpoint is complete (renamed into place)
+  assert max(r["step"] for r in _logged(workdir)) == saved
 
-  run = _train(full_run, workdir, NUM_STEPS, "--config.checkpoint_every=100")
-  assert f"Resumed from step {step} " in run.stdout
-  _assert_logged_as_uninterrupted(full_run, workdir, first_step=3)
-
-
-def test_sigkill_during_a_checkpoint_write_resumes_from_the_previous_one(full_run):
-  workdir = full_run / "sigkill"
-  _resumable_copy(full_run, workdir, (2,))
   proc = _start(full_run, workdir, "--config.checkpoint_every=1")
-  step = _stop_mid_write(proc, workdir)
+  killed = _stop_mid_write(proc, workdir)
   proc.kill()
   assert proc.wait() == -signal.SIGKILL
   names = _checkpoints(workdir)
-  assert [n for n in names if not n.isdigit()] == [f"{step}{atomicity_types.TMP_DIR_SUFFIX}"], names
-  assert max(int(n) for n in names if n.isdigit()) == step - 1, names
+  assert [n for n in names if not n.isdigit()] == [f"{killed}{atomicity_types.TMP_DIR_SUFFIX}"], names
+  assert max(int(n) for n in names if n.isdigit()) == killed - 1, names
 
   run = _train(full_run, workdir, NUM_STEPS, "--config.checkpoint_every=1")
-  assert f"Resumed from step {step - 1} " in run.stdout and "Skipped" not in run.stdout, run.stdout
-  assert _checkpoints(workdir) == ["3", "4", "5"]  # config.keep_checkpoints: the unfinished write is gone
-  _assert_logged_as_uninterrupted(full_run, workdir)
+  assert f"Resumed from step {killed - 1} " in run.stdout and "Skipped" not in run.stdout, run.stdout
+  # config.keep_checkpoints (3): the newest three complete steps; the unfinished write is gone.
+  assert _checkpoints(workdir) == [str(n) for n in sorted({2, *range(saved, NUM_STEPS + 1)})[-3:]]
+  _assert_logged_as_uninterrupted(full_run, workdir, first_step=3)
 
 
 MULTI_PROCESS = textwrap.dedent("""
