@@ -13,10 +13,12 @@ largest over the programs is compared with the chip's HBM. The last line is
   aot_compile: topology=v5p:2x2x1 devices=4 compile_s=<s> memory_per_device_gib=<x> hbm_gib=95.0 fits=yes
 
 and a step that does not fit (in `--hbm_gib` if given) then ends in `error: ...` and exit status 1 (bad flags or
-config: exit status 2).
+config: exit status 2). A program the TPU compiler itself refuses for its HBM is reported the same way, with the
+compiler's figures: the temporaries it needs and the HBM it has.
 """
 
 import os
+import re
 import sys
 import time
 
@@ -61,6 +63,13 @@ def device_bytes(compiled) -> int:
           + m.generated_code_size_in_bytes)
 
 
+def compiler_refusal(message: str) -> tuple[float, float] | None:
+  """(GiB needed, GiB available) per device when the TPU compiler refused a program for its HBM, else None."""
+  match = re.search(r"RESOURCE_EXHAUSTED: .*memory required for .*\(([\d.]+)G\) exceeds available HBM \(([\d.]+)G\)",
+                    message)
+  return (float(match[1]), float(match[2])) if match else None
+
+
 def fit_report(topology: str, num_devices: int, compile_s: float, peak_bytes: int, hbm_gib: float | None,
                device_kind: str) -> tuple[str, str | None]:
   """The `aot_compile:` line, and the error line when the step does not fit in `hbm_gib` (None: unknown HBM)."""
@@ -99,7 +108,14 @@ def main() -> None:
   for shapes in inputs.values():
     batch = {k: jax.ShapeDtypeStruct(shape, np.dtype(dtype), sharding=batch_sharding)
              for k, (shape, dtype) in shapes.items()}
-    compiled = prog.train_step.lower(prog.abstract_state, batch).compile()
+    try:
+      compiled = prog.train_step.lower(prog.abstract_state, batch).compile()
+    except jax.errors.JaxRuntimeError as e:
+      if not (refusal := compiler_refusal(str(e))):
+        raise
+      # Its temporaries alone exceed the chip's HBM: report the compiler's figures (the need is a lower bound).
+      peak, hbm = int(refusal[0] * 2**30), refusal[1]
+      break
     peak = max(peak, device_bytes(compiled))
   line, error = fit_report(topology, len(devices), time.perf_counter() - start, peak, hbm, kind)
   print(line)

@@ -55,14 +55,18 @@ def test_the_report_says_whether_the_step_fits():
   # In a process of its own: the module defines absl flags (`--config`) that other programs' modules define too.
   run = _run(code="from sam2_jax import aot_compile\n"
                   "print(aot_compile.fit_report('v5e:2x2', 4, 12.34, 20 * 2**30, 16, 'TPU v5 lite'))\n"
-                  "print(aot_compile.fit_report('v5p:2x2x1', 4, 1.0, 2**30, 95, 'TPU v5'))")
+                  "print(aot_compile.fit_report('v5p:2x2x1', 4, 1.0, 2**30, 95, 'TPU v5'))\n"
+                  # What libtpu 0.0.42 raised for sa1b_sav_b+ at 4x its batch sizes on v5p:2x2x1.
+                  "print(aot_compile.compiler_refusal('RESOURCE_EXHAUSTED: Ran out of memory on HBM, the total memory "
+                  "required for HLO temporaries (422.92G) exceeds available HBM (95.74G).'))\n"
+                  "print(aot_compile.compiler_refusal('INVALID_ARGUMENT: something else (1.0G)'))")
   assert run.returncode == 0, run.stderr[-3000:]
   assert run.stdout.splitlines() == [
       str(("aot_compile: topology=v5e:2x2 devices=4 compile_s=12.3 memory_per_device_gib=20.00 hbm_gib=16 fits=no",
            "error: the train step needs 20.00 GiB per device and the topology's devices (TPU v5 lite) have 16 GiB: "
            "lower the batch sizes, shard the state over more devices (config.mesh.fsdp) or use a larger topology.")),
       str(("aot_compile: topology=v5p:2x2x1 devices=4 compile_s=1.0 memory_per_device_gib=1.00 hbm_gib=95 fits=yes",
-           None))], run.stdout
+           None)), "(422.92, 95.74)", "None"], run.stdout
 
 
 @pytest.mark.parametrize("args, expected", [
