@@ -6,6 +6,7 @@ import pytest
 from PIL import Image
 
 from sam2_jax.predictors.postprocess import fill_holes, fill_holes_and_sprinkles, fill_holes_on_device
+from sam2_jax.predictors import video
 from sam2_jax.predictors.video import SAM2VideoPredictor, video_res
 from tests.images import shapes_image
 from tests.video_oracle import (FILL_HOLE_AREA, IMAGE_SIZE, official_hole_filling, make_pair,  # noqa: F401 (fixture)
@@ -33,6 +34,13 @@ def test_two_objects_click_box_correction_reverse(video_dir, official_hole_filli
   pair(lambda p, s: p.add_new_points_or_box(s, 2, 1, points=np.array([[100.0, 100.0]]), labels=np.array([1])),
        "click on frame 2")
   pair(lambda p, s: p.add_new_points_or_box(s, 2, 7, box=np.array([190.0, 110.0, 280.0, 200.0])), "box on frame 2")
+  # Clicks on the box: 3 and then 4 points run one program (clicks are padded to a power of two and masked).
+  pair(lambda p, s: p.add_new_points_or_box(s, 2, 7, points=np.array([[230.0, 150.0]]), labels=np.array([1]),
+                                            clear_old_points=False), "box and a click on frame 2")
+  compiled = video._prompt_step._cache_size()  # pylint: disable=protected-access
+  pair(lambda p, s: p.add_new_points_or_box(s, 2, 7, points=np.array([[200.0, 190.0]]), labels=np.array([0]),
+                                            clear_old_points=False), "box and two clicks on frame 2")
+  assert video._prompt_step._cache_size() == compiled  # pylint: disable=protected-access
   out = pair(lambda p, s: p.propagate_in_video(s), "forward")
   assert [t for t, _, _ in out] == list(range(2, NUM_FRAMES))
   assert all((m > 0).any() for _, _, masks in out for m in masks)  # the objects are present

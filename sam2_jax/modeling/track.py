@@ -51,6 +51,7 @@ def _read_memory(module: SAM2, bank: MemoryBank, feats: dict[str, Any], frame_id
 
 def track_step(module: SAM2, bank: MemoryBank | None, feats: dict[str, Any], frame_idx, num_frames, *,
                point_coords: jnp.ndarray | None = None, point_labels: jnp.ndarray | None = None,
+               num_points: jnp.ndarray | None = None, multimask: bool | None = None,
                mask_inputs: jnp.ndarray | None = None, prev_mask_logits: jnp.ndarray | None = None,
                is_init_cond_frame: bool = False, reverse: bool = False, run_mem_encoder: bool = True,
                training: bool = False) -> dict[str, jnp.ndarray]:
@@ -60,6 +61,8 @@ def track_step(module: SAM2, bank: MemoryBank | None, feats: dict[str, Any], fra
     bank: the objects' memories (unused on initial conditioning frames).
     feats: `SAM2.forward_image` of the frame (batch 1, shared by the objects, or B).
     point_coords / point_labels: (B, P, 2) / (B, P) clicks in the model's input frame.
+    num_points: with it (traced), only the first `num_points` clicks are prompts and the rest padding, so that one
+      program serves any count up to P; `multimask` (static) is then the output choice for that count.
     mask_inputs: (B, 1, H, W) mask prompt: taken as the output directly (mask-as-output path).
     prev_mask_logits: (B, 1, h, w) logits fed to the decoder with new clicks (corrections).
   Returns:
@@ -77,9 +80,11 @@ def track_step(module: SAM2, bank: MemoryBank | None, feats: dict[str, Any], fra
     pix = conditioned_features(module, bank, feats, frame_idx, num_frames, is_init_cond_frame, reverse, training)
     b = pix.shape[0]
     high_res = [jnp.broadcast_to(x, (b, *x.shape[1:])) for x in high_res]
-    num_points = 0 if point_coords is None else point_coords.shape[1]
-    multimask = bool(use_multimask(module.config, is_init_cond_frame, num_points))
-    out = module.forward_sam_heads(pix, point_coords, point_labels, prev_mask_logits, high_res, multimask)
+    if multimask is None:
+      count = 0 if point_coords is None else point_coords.shape[1]
+      multimask = bool(use_multimask(module.config, is_init_cond_frame, count))
+    out = module.forward_sam_heads(pix, point_coords, point_labels, prev_mask_logits, high_res, multimask,
+                                   num_points=num_points)
   result = dict(pred_masks=out["low_res_masks"], pred_masks_high_res=out["high_res_masks"], obj_ptr=out["obj_ptr"],
                 object_score_logits=out["object_score_logits"], ious=out["ious"])
   if run_mem_encoder:

@@ -172,8 +172,8 @@ class SAM2CameraPredictor:
       prev_logits = jnp.clip(self._current["pred_masks"][obj_idx:obj_idx + 1], -32.0, 32.0)
     bank = None if is_init else self._bank.rows(slice(obj_idx, obj_idx + 1))
     out = prompt_step(self.model.module, self.model.params, bank, self._features(), self._frame_idx, self._num_frames,
-                      None if point_inputs is None else jnp.asarray(point_inputs[0]),
-                      None if point_inputs is None else jnp.asarray(point_inputs[1]), mask_inputs, prev_logits,
+                      None if point_inputs is None else point_inputs[0],
+                      None if point_inputs is None else point_inputs[1], mask_inputs, prev_logits,
                       is_init_cond_frame=is_init, reverse=False, run_mem_encoder=False,
                       fill_hole_area=self.fill_hole_area)
     row = {k: out[k] for k in _OUTPUTS[:3]}

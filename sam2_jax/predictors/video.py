@@ -21,7 +21,7 @@ from sam2_jax import compilation_cache
 from sam2_jax.build_sam import SAM2Model, build_sam2
 from sam2_jax.modeling import track
 from sam2_jax.modeling.memory_bank import MemoryBank, ring_sizes
-from sam2_jax.modeling.sam2 import NO_OBJ_SCORE, SAM2, non_overlapping, resize
+from sam2_jax.modeling.sam2 import NO_OBJ_SCORE, SAM2, non_overlapping, resize, use_multimask
 from sam2_jax.predictors import postprocess
 from sam2_jax.predictors.transforms import check_boxes, check_points, normalize
 from sam2_jax.predictors.video_frames import VideoFrames
@@ -36,18 +36,37 @@ def image_features(module: SAM2, params, frame):
   return module.apply({"params": params}, normalize(frame)[None], method=SAM2.forward_image)
 
 
-@functools.partial(jax.jit, static_argnums=0,
-                   static_argnames=("is_init_cond_frame", "reverse", "run_mem_encoder", "fill_hole_area"))
+@functools.partial(jax.jit, static_argnums=0, static_argnames=("multimask", "is_init_cond_frame", "reverse",
+                                                                "run_mem_encoder", "fill_hole_area"))
+def _prompt_step(module: SAM2, params, bank, feats, frame_idx, num_frames, point_coords, point_labels, num_points,
+                 mask_inputs, prev_mask_logits, *, multimask: bool | None, is_init_cond_frame: bool, reverse: bool,
+                 run_mem_encoder: bool, fill_hole_area: int):
+  out = module.apply({"params": params}, bank, feats, frame_idx, num_frames, method=track.track_step,
+                     point_coords=point_coords, point_labels=point_labels, num_points=num_points,
+                     multimask=multimask, mask_inputs=mask_inputs, prev_mask_logits=prev_mask_logits,
+                     is_init_cond_frame=is_init_cond_frame, reverse=reverse, run_mem_encoder=run_mem_encoder)
+  pred_masks = postprocess.fill_holes_on_device(out["pred_masks"].astype(jnp.float32), fill_hole_area)
+  return dict(out, pred_masks=pred_masks)
+
+
 def prompt_step(module: SAM2, params, bank, feats, frame_idx, num_frames, point_coords, point_labels, mask_inputs,
                 prev_mask_logits, *, is_init_cond_frame: bool, reverse: bool, run_mem_encoder: bool,
                 fill_hole_area: int):
-  """`track.track_step` on a prompted frame, with the low-res logits hole-filled as the predictor returns them."""
-  out = module.apply({"params": params}, bank, feats, frame_idx, num_frames, method=track.track_step,
-                     point_coords=point_coords, point_labels=point_labels, mask_inputs=mask_inputs,
-                     prev_mask_logits=prev_mask_logits, is_init_cond_frame=is_init_cond_frame, reverse=reverse,
-                     run_mem_encoder=run_mem_encoder)
-  pred_masks = postprocess.fill_holes_on_device(out["pred_masks"].astype(jnp.float32), fill_hole_area)
-  return dict(out, pred_masks=pred_masks)
+  """`track.track_step` on a prompted frame, with the low-res logits hole-filled as the predictor returns them.
+
+  Clicks (1, P, 2) / (1, P) are padded to the next power of two and masked out (`num_points`), so that an
+  interactive session compiles one program per power of two rather than one per click count.
+  """
+  num_points = multimask = None
+  if point_coords is not None:
+    count = point_coords.shape[1]
+    pad = ((0, 0), (0, (1 << max(count - 1, 0).bit_length()) - count))
+    point_coords = np.pad(np.asarray(point_coords, np.float32), pad + ((0, 0),))
+    point_labels = np.pad(np.asarray(point_labels, np.int32), pad, constant_values=-1)
+    num_points, multimask = np.int32(count), bool(use_multimask(module.config, is_init_cond_frame, count))
+  return _prompt_step(module, params, bank, feats, frame_idx, num_frames, point_coords, point_labels, num_points,
+                      mask_inputs, prev_mask_logits, multimask=multimask, is_init_cond_frame=is_init_cond_frame,
+                      reverse=reverse, run_mem_encoder=run_mem_encoder, fill_hole_area=fill_hole_area)
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -267,8 +286,8 @@ class SAM2VideoPredictor:
         prev_logits = jnp.clip(jnp.asarray(prev["pred_masks"])[None], -32.0, 32.0)
     bank = None if is_init_cond_frame else self._build_bank(state, [obj_idx], frame_idx, reverse)
     out = prompt_step(self.model.module, self.model.params, bank, self._features(state, frame_idx), frame_idx,
-                      state["num_frames"], None if points is None else jnp.asarray(points[0]),
-                      None if points is None else jnp.asarray(points[1]), mask, prev_logits,
+                      state["num_frames"], None if points is None else points[0],
+                      None if points is None else points[1], mask, prev_logits,
                       is_init_cond_frame=is_init_cond_frame, reverse=reverse, run_mem_encoder=False,
                       fill_hole_area=self.fill_hole_area)
     temp[key][frame_idx] = self._to_host(out, 0, has_memory=False)
