@@ -20,7 +20,9 @@ def _base() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.model_name = "sam2.1_hiera_b+"
   # bfloat16 matmuls and convolutions, float32 parameters: the official recipes train with bfloat16 autocast.
-  c.model_overrides = ml_collections.ConfigDict({"image_size": 1024, "compute_dtype": "bfloat16"})
+  # trunk.remat: the image encoder keeps only each block's input of every frame for the backward pass.
+  c.model_overrides = ml_collections.ConfigDict({"image_size": 1024, "compute_dtype": "bfloat16",
+                                                 "trunk": {"remat": True}})
   c.init_checkpoint = ""  # an official .pt or a converted directory; empty: random initialisation
   c.data = pipeline.get_config()
   c.optimizer = optimizer.default_config()
@@ -61,7 +63,7 @@ def _sa1b_sav(size: str) -> ml_collections.ConfigDict:
 def _finetune_vos() -> ml_collections.ConfigDict:
   c = _base()
   c.model_name = "sam2.1_hiera_b+"
-  c.model_overrides.trunk = ml_collections.ConfigDict({"drop_path_rate": 0.1})
+  c.model_overrides.trunk.drop_path_rate = 0.1
   c.optimizer.lr, c.optimizer.vision_lr = 5e-6, 3e-6
   c.data.sources.sa1b.paths = ""
   c.data.sources.sav.paths = ""

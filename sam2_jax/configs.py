@@ -37,7 +37,8 @@ def get_config(name: str = "sam2.1_hiera_t") -> ml_collections.ConfigDict:
   c.image_size = 1024
   c.backbone_stride = 16
   c.trunk = ml_collections.ConfigDict(dict(
-      trunk, q_pool=3, q_stride=(2, 2), dim_mul=2.0, head_mul=2.0, drop_path_rate=0.0))
+      trunk, q_pool=3, q_stride=(2, 2), dim_mul=2.0, head_mul=2.0, drop_path_rate=0.0,
+      remat=False))  # training: recompute each block in the backward pass (not in the official configs)
   c.neck = ml_collections.ConfigDict(dict(
       d_model=256, backbone_channel_list=tuple(reversed(dims)), fpn_top_down_levels=(2, 3)))
   c.scalp = 1

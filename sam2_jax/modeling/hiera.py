@@ -189,6 +189,7 @@ class Hiera(nn.Module):
   dim_mul: float = 2.0
   head_mul: float = 2.0
   drop_path_rate: float = 0.0
+  remat: bool = False  # keep only each block's input for the backward pass, and recompute the rest
   dtype: Dtype = jnp.float32
   kernels: str = "auto"
 
@@ -254,7 +255,7 @@ class Hiera(nn.Module):
     for stage_end in self.stage_ends:  # repeating blocks of a stage run as one scan
       for start, period, repeats in repeating_runs(specs[stage_start:stage_end + 1]):
         run = blocks[stage_start + start:stage_start + start + period * repeats]
-        x = scan_layers(run, x, deterministic, period=period)
+        x = scan_layers(run, x, deterministic, period=period, remat=self.remat)
       outputs.append(x)
       stage_start = stage_end + 1
     return outputs

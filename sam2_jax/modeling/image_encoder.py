@@ -94,7 +94,8 @@ class ImageEncoder(nn.Module):
                   global_att_blocks=tuple(t.global_att_blocks), window_spec=tuple(t.window_spec),
                   window_pos_embed_bkg_spatial_size=tuple(t.window_pos_embed_bkg_spatial_size),
                   q_pool=t.q_pool, q_stride=tuple(t.q_stride), dim_mul=t.dim_mul, head_mul=t.head_mul,
-                  drop_path_rate=t.drop_path_rate, dtype=dtype, kernels=config.kernels, parent=None)
+                  drop_path_rate=t.drop_path_rate, remat=t.remat, dtype=dtype, kernels=config.kernels,
+                  parent=None)
     neck = FpnNeck(backbone_channel_list=tuple(nk.backbone_channel_list), d_model=nk.d_model,
                    fpn_top_down_levels=tuple(nk.fpn_top_down_levels), dtype=dtype, kernels=config.kernels,
                    parent=None)

@@ -28,7 +28,8 @@ def layer_norm(eps: float, name: str | None = None) -> nn.LayerNorm:
   return nn.LayerNorm(epsilon=eps, use_fast_variance=False, dtype=jnp.float32, name=name)
 
 
-def scan_layers(layers: Sequence[nn.Module], x: jnp.ndarray, *args, period: int = 1, **kwargs) -> jnp.ndarray:
+def scan_layers(layers: Sequence[nn.Module], x: jnp.ndarray, *args, period: int = 1, remat: bool = False,
+                **kwargs) -> jnp.ndarray:
   """`layers[-1](... layers[0](x, *args, **kwargs) ...)` as one `lax.scan` over the layers' stacked params.
 
   `layers` are submodules of the calling module that repeat with `period`: `layers[i]` and
@@ -36,10 +37,11 @@ def scan_layers(layers: Sequence[nn.Module], x: jnp.ndarray, *args, period: int 
   per layer (the official state dict's `layers.0`, `layers.1`, ...). The program holds one copy of
   the `period` layers instead of one per layer, which keeps compile times down. While the params
   are being initialised the layers run one by one, creating them. Each layer gets its own
-  "dropout" rng when the caller has one.
+  "dropout" rng when the caller has one. With `remat`, a differentiated program keeps only each
+  period's input and recomputes the rest in the backward pass.
   """
   first = layers[0]
-  if len(layers) == period or first.is_initializing():
+  if first.is_initializing() or (len(layers) == period and not remat):
     for layer in layers:
       x = layer(x, *args, **kwargs)
     return x
@@ -59,6 +61,10 @@ def scan_layers(layers: Sequence[nn.Module], x: jnp.ndarray, *args, period: int 
       x = layer_def.apply({"params": params[j]}, x, *args, **kwargs, rngs={"dropout": rng[j]} if has_rng else None)
     return x, None
 
+  if remat:
+    body = jax.checkpoint(body)
+    if repeats == 1:  # one period: no scan (its layers may change the shape of x)
+      return body(x, jax.tree.map(lambda a: a[0], (params, rngs)))[0]
   return jax.lax.scan(body, x, (params, rngs))[0]
 
 
