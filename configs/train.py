@@ -53,8 +53,10 @@ def _sa1b_sav(size: str) -> ml_collections.ConfigDict:
   c.optimizer.vision_lr = c.optimizer.lr
   c.optimizer.warmup_steps = 1000
   c.optimizer.clip_norm = 0.1
-  c.data.sources.sa1b.batch_size = 64
-  c.data.sources.sav.batch_size = 16
+  # Global batches for 4 chips (v5p:2x2x1, or 4 GPUs): 2 images or one 8-frame clip per chip, which
+  # `sam2_jax.aot_compile` fits in a v5p's HBM with b+; scale them with the number of chips.
+  c.data.sources.sa1b.batch_size = 8
+  c.data.sources.sav.batch_size = 4
   c.data.sources.sa1b.weight = 1.0
   c.data.sources.sav.weight = 1.0
   return c

@@ -56,7 +56,7 @@ def test_the_report_says_whether_the_step_fits():
   run = _run(code="from sam2_jax import aot_compile\n"
                   "print(aot_compile.fit_report('v5e:2x2', 4, 12.34, 20 * 2**30, 16, 'TPU v5 lite'))\n"
                   "print(aot_compile.fit_report('v5p:2x2x1', 4, 1.0, 2**30, 95, 'TPU v5'))\n"
-                  # What libtpu 0.0.42 raised for sa1b_sav_b+ at 4x its batch sizes on v5p:2x2x1.
+                  # What libtpu 0.0.42 raised for sa1b_sav_b+ with 64 images and 16 clips on v5p:2x2x1.
                   "print(aot_compile.compiler_refusal('RESOURCE_EXHAUSTED: Ran out of memory on HBM, the total memory "
                   "required for HLO temporaries (422.92G) exceeds available HBM (95.74G).'))\n"
                   "print(aot_compile.compiler_refusal('INVALID_ARGUMENT: something else (1.0G)'))")
