@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sam2_jax.predictors.postprocess import fill_holes, fill_holes_and_sprinkles, fill_holes_on_device
 from sam2_jax.predictors import video
+from sam2_jax.predictors.postprocess import fill_holes, fill_holes_and_sprinkles, fill_holes_on_device
 from sam2_jax.predictors.video import SAM2VideoPredictor, video_res
 from tests.images import shapes_image
 from tests.video_oracle import (FILL_HOLE_AREA, IMAGE_SIZE, official_hole_filling, make_pair,  # noqa: F401 (fixture)
